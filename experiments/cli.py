@@ -1,0 +1,65 @@
+"""The ``attune`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="attune",
+    help="attune: reinforcement learning for feedback-driven, personalized LLM agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+RUN_HELP = """Run one experiment from a YAML config, with optional key=value overrides.
+
+Overrides use dotted paths into the config, values are YAML scalars, e.g.
+
+  attune run experiments/configs/quickstart.yaml trainer.max_steps=5 policy.model=tiny-random
+
+Main fields: experiment, seed, threads; env.{id, max_turns, feedback, noise};
+users.{n_users, held_out_fraction, seed}; policy.{model, lora}; method (grpo); prompts;
+rewards (list of {name, weight, params}: user_feedback, length_target, or package.module:function);
+trainer (passed to TRL's config class, e.g. max_steps, learning_rate, num_generations);
+evaluation.{enabled, prompts, max_new_tokens, temperature, seed, noise_seeds};
+tracking.{runs_dir, wandb (offline|online|disabled), project, name}.
+
+Models: smollm2-135m-instruct (embedded default), tiny-random (tests), a local folder, or a Hugging Face
+id already in the local cache. Results land in runs/<name>/.
+"""
+
+
+@app.callback()
+def main() -> None:
+    """attune: reinforcement learning for feedback-driven, personalized LLM agents."""
+
+
+@app.command("run", help=RUN_HELP)
+def run_command(
+    config: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/configs/quickstart.yaml"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. trainer.max_steps=5"),
+) -> None:
+    from agents.policy import ModelNotAvailableError
+    from experiments.config import ConfigError, load_config
+
+    try:
+        experiment = load_config(config, overrides or [])
+        from experiments.runner import run
+
+        run(experiment, console=Console())
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    except ModelNotAvailableError as exc:
+        err.print(f"[red]model not available:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,196 @@
+"""Run folders, metrics files and W&B: every run is tracked the same way, whatever the method.
+
+A run folder ``runs/<name>/`` holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON
+object per logged step), ``eval.json``, ``checkpoints/`` and ``wandb/`` (an offline W&B run unless the
+user opted into online). W&B never touches the network in offline mode; ``wandb sync runs/<name>/wandb``
+uploads later.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ExperimentConfig, dump_config
+
+
+def run_name(config: ExperimentConfig, now: _dt.datetime | None = None) -> str:
+    """``<experiment>__<Env-vN>__s<seed>__<YYYYmmdd-HHMMSS>`` unless the config names the run."""
+    if config.tracking.name:
+        return config.tracking.name
+    now = now or _dt.datetime.now()
+    env_short = config.env.id.split("/")[-1]
+    return f"{config.experiment}__{env_short}__s{config.seed}__{now:%Y%m%d-%H%M%S}"
+
+
+def create_run_dir(runs_dir: Path, name: str) -> Path:
+    """A new, empty run folder. An existing folder is never reused: ``-2``, ``-3``... are appended."""
+    if not re.fullmatch(r"[A-Za-z0-9._=+-]+", name):
+        raise ValueError(f"tracking.name {name!r}: use letters, digits and . _ = + - only")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    candidate, k = runs_dir / name, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            k += 1
+            candidate = runs_dir / f"{name}-{k}"
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunTracker:
+    """Writes a run's files and mirrors every metric to W&B."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        (run_dir / "config.yaml").write_text(dump_config(config))
+        self._metrics = (run_dir / "metrics.jsonl").open("a", buffering=1)
+        self.wandb_run = None
+        self.last_step = 0
+        if config.tracking.wandb != "disabled":
+            self.wandb_run = self._start_wandb()
+
+    def _start_wandb(self) -> Any:
+        import wandb
+
+        mode = config_mode = self.config.tracking.wandb
+        if config_mode == "offline":
+            # Belt and braces: nothing in this process may reach for the network.
+            os.environ["WANDB_MODE"] = "offline"
+        os.environ.setdefault("WANDB_SILENT", "true")
+        return wandb.init(
+            project=self.config.tracking.project,
+            name=self.run_dir.name,
+            group=self.config.experiment,
+            dir=str(self.run_dir),
+            config=self.config.model_dump(mode="json"),
+            mode=mode,
+            settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, init_timeout=120),
+        )
+
+    def log(self, metrics: dict[str, Any], step: int, phase: str = "train") -> None:
+        self.last_step = max(self.last_step, step)
+        record = {"step": step, "phase": phase, **{k: _jsonable(v) for k, v in metrics.items()}}
+        self._metrics.write(json.dumps(record) + "\n")
+        if self.wandb_run is not None:
+            numeric = {f"{phase}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+            self.wandb_run.log(numeric, step=step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.wandb_run is not None:
+            for key, value in values.items():
+                self.wandb_run.summary[key] = value
+
+    def write_json(self, filename: str, data: Any) -> Path:
+        path = self.run_dir / filename
+        path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+        return path
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._metrics.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish(exit_code=exit_code)
+            self.wandb_run = None
+
+
+class TermsRecorder:
+    """Collects the utility terms that reward functions report, until the next logging step."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def __call__(self, reward_name: str, terms: dict[str, float]) -> None:
+        for term, value in terms.items():
+            key = f"rewards/{reward_name}/{term}"
+            self._sums[key] = self._sums.get(key, 0.0) + value
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def drain(self) -> dict[str, float]:
+        means = {k: self._sums[k] / self._counts[k] for k in self._sums}
+        self._sums.clear()
+        self._counts.clear()
+        return means
+
+
+def tracking_callback(tracker: RunTracker, terms: TermsRecorder) -> Any:
+    """A transformers ``TrainerCallback`` that sends the trainer's logs (and reward terms) to the run."""
+    from transformers import TrainerCallback
+
+    class _TrackingCallback(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            if not logs:
+                return
+            tracker.log({**logs, **terms.drain()}, step=state.global_step)
+
+    return _TrackingCallback()
+
+
+def progress_callback(console: Any = None) -> Any:
+    """A transformers ``TrainerCallback`` drawing one rich progress bar with the latest reward and loss."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from transformers import TrainerCallback
+
+    class _ProgressCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.progress: Progress | None = None
+            self.task: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.progress = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("training", total=state.max_steps, status="", completed=state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            if self.progress is None or not logs:
+                return
+            parts = []
+            if "reward" in logs:
+                parts.append(f"reward {logs['reward']:+.3f}")
+            if "loss" in logs:
+                parts.append(f"loss {logs['loss']:.4f}")
+            if parts:
+                self.progress.update(self.task, status=" ".join(parts))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step)
+                self.progress.stop()
+                self.progress = None
+
+    return _ProgressCallback()
+
+
+def replace_default_progress(trainer: Any) -> None:
+    """Drop transformers' own progress bar and log printer: attune draws its own and logs to the run."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)

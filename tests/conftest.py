@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment(tmp_path_factory):
+    """Tests never write into the user's cache or home, and W&B never leaves the machine."""
+    cache = os.environ.get("ATTUNE_TEST_CACHE_DIR") or str(tmp_path_factory.mktemp("attune-cache"))
+    os.environ["ATTUNE_CACHE_DIR"] = cache
+    # runs choose W&B offline themselves (tracking.wandb: offline); no WANDB_MODE here, or transformers
+    # prints a banner on import that would garble the one-line error checks.
+    os.environ.pop("WANDB_MODE", None)
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    yield
+
+
+@pytest.fixture(scope="session")
+def attune_cli():
+    """The installed console script, as a user would run it."""
+    script = Path(sys.executable).with_name("attune")
+    if not script.exists():
+        pytest.fail(f"console script {script} missing: install the project with `pip install -e .` (make test does)")
+    return str(script)

@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from experiments.cli import app
+from experiments.config import ConfigError, ExperimentConfig, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_bundled_config_parses_and_says_how_to_run_it(path):
+    config = load_config(path)
+    assert isinstance(config, ExperimentConfig)
+    first_line = path.read_text().splitlines()[0]
+    assert first_line == f"# attune run experiments/configs/{path.name}"
+
+
+def test_bundled_configs_exist():
+    assert {"quickstart.yaml", "tiny.yaml"} <= {p.name for p in CONFIGS}
+
+
+def test_overrides_reach_nested_fields_and_lists(tmp_path):
+    config = load_config(
+        CONFIGS[0].parent / "tiny.yaml",
+        ["trainer.max_steps=7", "env.max_turns=3", "rewards.1.weight=0.5", "policy.lora.r=4", "evaluation.enabled=false"],
+    )
+    assert config.trainer["max_steps"] == 7
+    assert config.env.max_turns == 3
+    assert config.rewards[1].weight == 0.5
+    assert config.policy.lora is not None and config.policy.lora.r == 4
+    assert config.evaluation.enabled is False
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["env.feedback=stars"], "env.feedback: Input should be 'rating' or 'utility' (got 'stars')"),
+        (["env.max_turns=0"], "env.max_turns: Input should be greater than or equal to 1 (got 0)"),
+        (["env.id=attune/Nope-v0"], "env.id: unknown environment 'attune/Nope-v0'; registered: attune/WritingAssistant-v0"),
+        (["method=ppo2"], "method: Input should be 'grpo'"),
+        (["policy.modle=x"], "policy.modle: unknown key"),
+        (["rewards.0.name=nope"], "rewards.0.name: unknown reward 'nope'"),
+        (["rewards.5.weight=1"], "not a valid list index"),
+        (["trainer.max_steps"], "expected key=value"),
+        (["env.id.x=1"], "env.id is a value, not a section"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_allowed_values(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS[0].parent / "tiny.yaml", overrides)
+    assert expected in str(info.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "broken.yaml").write_text("env: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["env.feedback=stars"], "config error: env.feedback: Input should be 'rating' or 'utility'"),
+        (["trainer.max_stepz=3"], "config error: trainer.max_stepz: not a field of trl.GRPOConfig"),
+        (["rewards.0.params.target=3"], "config error: rewards.0: reward 'user_feedback': unknown parameter(s) ['target']"),
+        (["policy.model=/no/such/folder"], "model not available: policy.model='/no/such/folder' is not available offline"),
+    ],
+)
+def test_cli_prints_one_line_error_and_exits_2(overrides, expected, tmp_path):
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", str(CONFIGS[0].parent / "tiny.yaml"), f"tracking.runs_dir={runs}", *overrides])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.output
+    assert "Traceback" not in result.output
+    assert not runs.exists() or not any(runs.iterdir())  # nothing written for a config error
+
+
+def test_run_help_lists_fields_models_and_rewards():
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for word in ["trainer.max_steps", "smollm2-135m-instruct", "tiny-random", "user_feedback", "runs/<name>"]:
+        assert word in result.output
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(CONFIGS[0].parent / "tiny.yaml", ["seed=3"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert load_config(path) == config

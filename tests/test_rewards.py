@@ -1,0 +1,96 @@
+import sys
+import textwrap
+
+import pytest
+
+from envs.features import STYLE_DIMENSIONS
+from envs.users import UserGroup, UserPopulation
+from rewards import REWARDS, RewardLookupError, build_reward, get_reward
+from rewards.text import completion_texts, length_target
+from rewards.user_feedback import user_feedback
+
+
+@pytest.fixture(scope="module")
+def population():
+    # spread 0: every user's weights are exactly the group centre, so utilities are literal numbers.
+    groups = [UserGroup("brief", 1.0, {"brevity": 1.0}, spread=0.0)]
+    return UserPopulation("writing", n_users=4, seed=0, groups=groups)
+
+
+def test_length_target_literal_values():
+    completions = [" ".join(["w"] * 20), " ".join(["w"] * 40), "", " ".join(["w"] * 100)]
+    assert length_target(None, completions, target_words=40) == [-0.5, 0.0, -1.0, -1.5]
+
+
+def test_rewards_read_conversational_completions_and_multi_turn_replies():
+    conversational = [[{"role": "assistant", "content": "one two"}]]
+    assert completion_texts(conversational) == ["one two"]
+    assert length_target(None, conversational, target_words=2) == [0.0]
+    # a multi-turn rollout passes the policy's own turns; the user's messages in between are not scored
+    assert length_target(None, ["ignored"], target_words=2, assistant_replies=[["one", "two"]]) == [0.0]
+
+
+def test_user_feedback_expected_utility_literal(population):
+    user = population.users[0]
+    task = population.tasks[0]  # "write an email to a colleague about a delayed project deadline"
+    reply = "email colleague project " + " ".join(["x"] * 27)  # 30 words: brevity 0.5 -> term 0
+    out = user_feedback(None, [reply], user_id=[user.user_id], task_id=[task.task_id], population=population,
+                        channel="expected_utility")
+    # brevity term 0, other weights 0, relevance: 3 of the task's keywords -> +1
+    assert out == [pytest.approx(1.0)]
+    short = user_feedback(None, ["email colleague project"], user_id=[user.user_id], task_id=[task.task_id],
+                          population=population, channel="expected_utility")
+    assert short == [pytest.approx(1.0 + (2 / (1 + 3 / 30) - 1))]
+
+
+def test_user_feedback_noise_is_a_pure_function_and_rating_is_likert(population):
+    kwargs = dict(user_id=["u0000", "u0000"], task_id=["write-000"] * 2, population=population)
+    a = user_feedback(None, ["a reply", "a reply"], noise=0.5, **kwargs)
+    b = user_feedback(None, ["a reply", "a reply"], noise=0.5, **kwargs)
+    assert a == b and a[0] == a[1]  # same user, same reply, same perception
+    ratings = user_feedback(None, ["a reply", "email colleague project"], channel="rating", **kwargs)
+    assert all(r in (-1.0, -0.5, 0.0, 0.5, 1.0) for r in ratings)
+
+
+def test_user_feedback_uses_env_reward_from_multi_turn_rollouts(population):
+    out = user_feedback(None, ["x", "y"], user_id=["u0000"] * 2, task_id=["write-000"] * 2, population=population,
+                        env_reward=[0.25, -1.0])
+    assert out == [0.25, -1.0]
+
+
+def test_user_feedback_reports_terms(population):
+    seen = {}
+    user_feedback(None, ["email"], user_id=["u0000"], task_id=["write-000"], population=population,
+                  report=lambda name, terms: seen.update({name: terms}))
+    assert set(seen["user_feedback"]) == set(STYLE_DIMENSIONS) | {"relevance"}
+
+
+def test_registry_and_dotted_path(tmp_path, monkeypatch):
+    assert get_reward("length_target") is length_target
+    assert set(REWARDS) >= {"user_feedback", "length_target"}
+    (tmp_path / "my_rewards.py").write_text(textwrap.dedent("""
+        def shouting(prompts, completions, bonus=1.0, **kwargs):
+            return [bonus if c.isupper() else 0.0 for c in completions]
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reward = build_reward("my_rewards:shouting", {"bonus": 2.0})
+    assert reward.__name__ == "shouting"
+    assert reward(None, ["HEY", "hey"]) == [2.0, 0.0]
+    sys.modules.pop("my_rewards", None)
+
+
+def test_lookup_errors_name_the_fix():
+    with pytest.raises(RewardLookupError, match="built-in rewards: length_target, user_feedback"):
+        get_reward("lenght_target")
+    with pytest.raises(RewardLookupError, match="cannot import module"):
+        get_reward("no_such_module_xyz:f")
+    with pytest.raises(RewardLookupError, match="unknown parameter"):
+        build_reward("length_target", {"target": 3})
+
+
+def test_built_reward_binds_population(population):
+    reward = build_reward("user_feedback", {"channel": "expected_utility"}, population=population)
+    assert reward.__name__ == "user_feedback"
+    assert reward(None, ["email colleague project " + "x " * 27], user_id=["u0001"], task_id=["write-000"]) == [
+        pytest.approx(1.0)
+    ]

@@ -1,0 +1,61 @@
+from types import SimpleNamespace
+
+import pytest
+
+from agents.policy import load_policy
+from agents.rollouts import build_prompt_dataset, make_env, make_multi_turn_rollout
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer, _ = load_policy("tiny-random")
+    return model, tokenizer
+
+
+def test_prompt_dataset_rows_are_distinct_and_carry_user_columns():
+    env = make_env("attune/WritingAssistant-v0")
+    rows = build_prompt_dataset(env, 20, seed=0)
+    assert len({str(r["prompt"]) for r in rows}) == 20
+    train_ids = {u.user_id for u in env.population.train_users}
+    for row in rows:
+        assert row["user_id"] in train_ids
+        assert row["prompt"][0]["role"] == "user" and row["task_id"].startswith("write-")
+    assert rows == build_prompt_dataset(make_env("attune/WritingAssistant-v0"), 20, seed=0)
+
+
+def test_multi_turn_rollout_masks_the_users_tokens(tiny):
+    model, tokenizer = tiny
+    env_kwargs = dict(max_turns=3, satisfaction_utility=99.0)  # never satisfied: always three turns
+    rows = build_prompt_dataset(make_env("attune/WritingAssistant-v0", **env_kwargs), 3, seed=0)
+    rollout = make_multi_turn_rollout(lambda: make_env("attune/WritingAssistant-v0", **env_kwargs), rows, max_turns=3, seed=0)
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(max_completion_length=5, temperature=1.0, top_p=1.0),
+        processing_class=tokenizer,
+        model=model,
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+    )
+    out = rollout([r["prompt"] for r in rows], trainer)
+    assert len(out["prompt_ids"]) == len(out["completion_ids"]) == len(out["env_mask"]) == 3
+    for prompt_ids, ids, mask, replies in zip(out["prompt_ids"], out["completion_ids"], out["env_mask"], out["assistant_replies"]):
+        assert len(ids) == len(mask)
+        assert len(replies) == 3
+        # Split the completion into runs of equal mask: policy, user, policy, user, policy.
+        runs = []
+        for token, keep in zip(ids, mask):
+            if runs and runs[-1][0] == keep:
+                runs[-1][1].append(token)
+            else:
+                runs.append((keep, [token]))
+        assert [keep for keep, _ in runs] == [1, 0, 1, 0, 1]
+        policy_turns = [tokens for keep, tokens in runs if keep == 1]
+        user_turns = [tokens for keep, tokens in runs if keep == 0]
+        for tokens, reply in zip(policy_turns, replies):
+            assert 1 <= len(tokens) <= 5  # max_completion_length is per reply
+            assert tokenizer.decode(tokens, skip_special_tokens=True).strip() == reply
+        for tokens in user_turns:
+            text = tokenizer.decode(tokens)
+            assert "<|im_start|>user\n" in text and text.endswith("<|im_start|>assistant\n")
+            assert "<|im_start|>system" not in text
+        assert tokenizer.decode(prompt_ids).startswith("<|im_start|>system")
+    assert all(isinstance(r, float) for r in out["env_reward"])
+    assert out["logprobs"] is None
