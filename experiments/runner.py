@@ -1,7 +1,7 @@
 """One experiment, start to finish: users -> policy -> rewards -> evaluation -> training -> evaluation.
 
 Everything lands in ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl``, ``eval.json``, ``episodes.json``,
-``checkpoints/final/`` (the trained model or LoRA adapter) and ``wandb/``.
+``checkpoints/final/`` (the trained model or LoRA adapter), ``report.md``, ``plots/*.png`` and ``wandb/``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import ConfigError, ExperimentConfig
+from experiments.report import build_report
 from experiments.tracking import (
     RunTracker,
     TermsRecorder,
@@ -165,6 +166,8 @@ def run(config: ExperimentConfig, console: Any = None) -> RunResult:
         report["total_seconds"] = time.perf_counter() - started
         tracker.write_json("eval.json", report)
         tracker.summary(_flatten(report))
+        build_report(run_dir, report)
+        tracker.log_images(sorted((run_dir / "plots").glob("*.png")))
         exit_code = 0
     finally:
         tracker.finish(exit_code)

@@ -95,6 +95,12 @@ class RunTracker:
             for key, value in values.items():
                 self.wandb_run.summary[key] = value
 
+    def log_images(self, paths: list[Path]) -> None:
+        if self.wandb_run is not None and paths:
+            import wandb
+
+            self.wandb_run.log({f"plots/{p.stem}": wandb.Image(str(p)) for p in paths})
+
     def write_json(self, filename: str, data: Any) -> Path:
         path = self.run_dir / filename
         path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")

@@ -51,6 +51,9 @@ def check_run_files(run_dir: Path, expected_steps: int) -> dict:
     episodes = json.loads((run_dir / "episodes.json").read_text())
     assert len(episodes["before"]) == len(episodes["after"]) == config.evaluation.prompts
     assert [e["user_id"] for e in episodes["before"]] == [e["user_id"] for e in episodes["after"]]
+    assert "win rate vs base" in (run_dir / "report.md").read_text()
+    for plot in ("training_reward.png", "eval_by_group.png"):
+        assert (run_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     offline_runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline_runs) == 1 and offline_runs[0].stat().st_size > 0
     return report

@@ -1,0 +1,139 @@
+"""A run's human-readable summary: ``report.md`` and ``plots/*.png`` in the run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _train_records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("phase") == "train" and r.get("reward") is not None]
+
+
+def plot_training(run_dir: Path) -> Path | None:
+    """Training reward per step, and the user's utility terms underneath it."""
+    records = _train_records(run_dir)
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    terms = sorted({k for r in records for k in r if k.startswith("rewards/user_feedback/") and k.split("/")[-1] not in ("mean", "std")})
+    fig, axes = plt.subplots(1, 2 if terms else 1, figsize=(11 if terms else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(steps, [r["reward"] for r in records], marker="o", label="total reward")
+    if all("reward_std" in r for r in records):
+        low = [r["reward"] - r["reward_std"] for r in records]
+        high = [r["reward"] + r["reward_std"] for r in records]
+        ax.fill_between(steps, low, high, alpha=0.2, label="± std within batch")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("reward")
+    ax.set_title("training reward")
+    ax.legend()
+    if terms:
+        ax = axes[0][1]
+        for key in terms:
+            ax.plot(steps, [r.get(key) for r in records], label=key.split("/")[-1])
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.set_xlabel("training step")
+        ax.set_title("user utility terms (batch mean)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = run_dir / "plots" / "training_reward.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
+    """Held-out mean utility before and after training, overall and per group, with 95 % intervals."""
+    if "before" not in report:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    before, after = report["before"], report["after"]
+    labels = ["all users"] + [f"{g}\n(n={before['by_group'][g]['n']})" for g in before["by_group"]]
+    b_means = [before["mean_utility"]] + [v["mean"] for v in before["by_group"].values()]
+    b_cis = [before["ci95"]] + [v["ci95"] for v in before["by_group"].values()]
+    a_means = [after["mean_utility"]] + [v["mean"] for v in after["by_group"].values()]
+    a_cis = [after["ci95"]] + [v["ci95"] for v in after["by_group"].values()]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(x - 0.2, b_means, 0.4, yerr=b_cis, capsize=4, label="base policy")
+    ax.bar(x + 0.2, a_means, 0.4, yerr=a_cis, capsize=4, label="trained policy")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("mean hidden utility (95 % CI)")
+    ax.set_title("held-out users, before and after training")
+    ax.legend()
+    fig.tight_layout()
+    out = run_dir / "plots" / "eval_by_group.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Path:
+    """``report.md``: the numbers, the plots and a few example replies, before and after."""
+    lines = [f"# {run_dir.name}", ""]
+    if "before" in report:
+        before, after, comparison = report["before"], report["after"], report["comparison"]
+        lines += [
+            f"Held-out users: {before['n']} conversations, the same prompts and sampling seeds before and after.",
+            "",
+            "| metric | base policy | trained policy |",
+            "| --- | ---: | ---: |",
+            f"| mean hidden utility (95 % CI) | {before['mean_utility']:+.3f} ± {before['ci95']:.3f} "
+            f"| {after['mean_utility']:+.3f} ± {after['ci95']:.3f} |",
+        ]
+        for group, b in before["by_group"].items():
+            a = after["by_group"][group]
+            lines.append(f"| group {group} (n={b['n']}) | {b['mean']:+.3f} ± {b['ci95']:.3f} | {a['mean']:+.3f} ± {a['ci95']:.3f} |")
+        lines += [
+            f"| mean feedback reward | {before['mean_feedback_reward']:+.3f} | {after['mean_feedback_reward']:+.3f} |",
+            f"| satisfaction rate | {before['satisfaction_rate']:.2f} | {after['satisfaction_rate']:.2f} |",
+            f"| paired improvement | | {comparison['improvement']:+.3f} ± {comparison['improvement_ci95']:.3f} |",
+            f"| win rate vs base (users' pairwise choices) | | {comparison['win_rate']:.2f} ± {comparison['win_rate_ci95']:.2f} |",
+            "",
+        ]
+        if "base_seed_to_seed" in report:
+            lines += [f"Seed-to-seed standard deviation of the base policy's mean: {report['base_seed_to_seed']['std']:.3f}", ""]
+    for name, title in (("training_reward.png", "Training"), ("eval_by_group.png", "Evaluation")):
+        if (run_dir / "plots" / name).is_file():
+            lines += [f"## {title}", "", f"![{title}](plots/{name})", ""]
+    episodes_path = run_dir / "episodes.json"
+    if episodes_path.is_file():
+        episodes = json.loads(episodes_path.read_text())
+        lines += ["## Example replies", ""]
+        for b, a in list(zip(episodes["before"], episodes["after"]))[:3]:
+            lines += [
+                f"**user {b['user_id']} ({b['group']}), task {b['task_id']}**",
+                "",
+                f"- base ({b['score']:+.2f}): {b['replies'][0][:300]!r}",
+                f"- trained ({a['score']:+.2f}): {a['replies'][0][:300]!r}",
+                "",
+            ]
+    lines += ["## Config", "", "```yaml", config_text.rstrip(), "```", ""]
+    out = run_dir / "report.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def build_report(run_dir: Path, report: dict[str, Any]) -> Path:
+    plot_training(run_dir)
+    plot_evaluation(run_dir, report)
+    return write_report(run_dir, report, (run_dir / "config.yaml").read_text())
