@@ -13,16 +13,52 @@ import gymnasium
 from envs.features import STYLE_DIMENSIONS, style_features
 from envs.users import SimulatedUser, Task, UserGroup, UserPopulation, UserProfile
 
+# The contract tests run check_env on every id; the wrapper would re-check on every make.
 gymnasium.register(
-    id="attune/WritingAssistant-v0",
-    entry_point="envs.writing_assistant:WritingAssistantEnv",
-    disable_env_checker=True,  # the contract tests run check_env; the wrapper would re-check every reset
+    id="attune/WritingAssistant-v0", entry_point="envs.writing_assistant:WritingAssistantEnv", disable_env_checker=True
+)
+gymnasium.register(
+    id="attune/CustomerSupport-v0", entry_point="envs.customer_support:CustomerSupportEnv", disable_env_checker=True
+)
+gymnasium.register(id="attune/Tutor-v0", entry_point="envs.tutor:TutorEnv", disable_env_checker=True)
+gymnasium.register(id="attune/HealthCoach-v0", entry_point="envs.health_coach:HealthCoachEnv", disable_env_checker=True)
+
+# Discrete-action variants: the action picks one of eight response styles (classic RL and bandits).
+gymnasium.register(
+    id="attune/WritingAssistantDiscrete-v0",
+    entry_point="envs.discrete:DiscreteStyleEnv",
+    kwargs={"scenario": "writing"},
+    disable_env_checker=True,
+)
+gymnasium.register(
+    id="attune/CustomerSupportDiscrete-v0",
+    entry_point="envs.discrete:DiscreteStyleEnv",
+    kwargs={"scenario": "support"},
+    disable_env_checker=True,
+)
+gymnasium.register(
+    id="attune/TutorDiscrete-v0",
+    entry_point="envs.discrete:DiscreteStyleEnv",
+    kwargs={"scenario": "tutor"},
+    disable_env_checker=True,
+)
+gymnasium.register(
+    id="attune/HealthCoachDiscrete-v0",
+    entry_point="envs.discrete:DiscreteStyleEnv",
+    kwargs={"scenario": "health"},
+    disable_env_checker=True,
 )
 
 ENV_IDS: tuple[str, ...] = tuple(k for k in gymnasium.registry if k.startswith("attune/"))
+TEXT_ENV_IDS: tuple[str, ...] = tuple(k for k in ENV_IDS if "Discrete" not in k)
+"""The conversation environments (text in, text out): what LLM policies train on."""
+DISCRETE_ENV_IDS: tuple[str, ...] = tuple(k for k in ENV_IDS if "Discrete" in k)
+"""The discrete-action variants (a response style per step): for classic RL and bandit baselines."""
 
 __all__ = [
+    "DISCRETE_ENV_IDS",
     "ENV_IDS",
+    "TEXT_ENV_IDS",
     "STYLE_DIMENSIONS",
     "SimulatedUser",
     "Task",

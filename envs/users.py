@@ -16,17 +16,21 @@ Everything here is numpy and the standard library: it imports without torch or T
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from envs.features import STYLE_DIMENSIONS, keyword_relevance, style_features
+from envs.features import ALL_DIMENSIONS, STYLE_DIMENSIONS, analyse, features, keyword_relevance, unsafe_advice
 
 # The scenario modules each define a `SCENARIO`; looked up lazily to keep imports one-way.
 SCENARIOS: dict[str, str] = {
     "writing": "envs.writing_assistant:SCENARIO",
+    "support": "envs.customer_support:SCENARIO",
+    "tutor": "envs.tutor:SCENARIO",
+    "health": "envs.health_coach:SCENARIO",
 }
 
 
@@ -37,6 +41,15 @@ class Task:
     task_id: str
     instruction: str
     keywords: tuple[str, ...]
+    reference: str = ""
+    """A plain, middling reply; the pairwise feedback channel compares first replies against it."""
+
+    @functools.cached_property
+    def keyword_set(self) -> frozenset[str]:
+        return frozenset(self.keywords)
+
+    def reference_reply(self) -> str:
+        return self.reference or f"Here is some help with your request to {self.instruction}."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +66,11 @@ class UserGroup:
     spread: float = 0.15
 
     def __post_init__(self) -> None:
-        unknown = set(self.preference_center) - set(STYLE_DIMENSIONS)
+        unknown = set(self.preference_center) - set(ALL_DIMENSIONS)
         if unknown:
             raise ValueError(
                 f"group {self.name!r}: unknown preference dimension(s) {sorted(unknown)}; "
-                f"allowed: {', '.join(STYLE_DIMENSIONS)}"
+                f"allowed: {', '.join(ALL_DIMENSIONS)}"
             )
         if not self.share > 0:
             raise ValueError(f"group {self.name!r}: share must be > 0, got {self.share}")
@@ -67,12 +80,31 @@ class UserGroup:
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
-    """What a population needs from an application scenario: its groups, tasks and phrasings."""
+    """What a population needs from an application scenario.
+
+    ``dimensions``: the preference dimensions its users have (the shared style dimensions plus the
+    scenario's own). ``traits``: visible user attributes and their probabilities; ``trait_effects`` shift
+    a user's preference weights by trait value (e.g. novice learners want simpler language).
+    ``unsafe_penalty``: utility lost, by every user, for advice that is unsafe whoever asks.
+    """
 
     name: str
     groups: tuple[UserGroup, ...]
     tasks: tuple[Task, ...]
     history_topics: tuple[str, ...]
+    dimensions: tuple[str, ...] = STYLE_DIMENSIONS
+    traits: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    trait_effects: Mapping[str, Mapping[str, Mapping[str, float]]] = dataclasses.field(default_factory=dict)
+    unsafe_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        for group in self.groups:
+            extra = set(group.preference_center) - set(self.dimensions)
+            if extra:
+                raise ValueError(f"scenario {self.name!r}, group {group.name!r}: dimensions {sorted(extra)} "
+                                 f"are not among the scenario's {self.dimensions}")
+        if len({t.task_id for t in self.tasks}) != len(self.tasks):
+            raise ValueError(f"scenario {self.name!r}: task ids must be unique")
 
 
 def get_scenario(name: str) -> Scenario:
@@ -96,13 +128,17 @@ class UserProfile:
     traits: Mapping[str, Any]
     history: tuple[str, ...]
 
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        return tuple(self.preference_weights)
+
     def weight_vector(self) -> np.ndarray:
-        return np.array([self.preference_weights[d] for d in STYLE_DIMENSIONS], dtype=np.float64)
+        return np.array(list(self.preference_weights.values()), dtype=np.float64)
 
     def describe(self) -> str:
         """A plain-language profile (for prompting baselines and reports)."""
-        likes = [d for d in STYLE_DIMENSIONS if self.preference_weights[d] > 0.25]
-        dislikes = [d for d in STYLE_DIMENSIONS if self.preference_weights[d] < -0.25]
+        likes = [d for d, w in self.preference_weights.items() if w > 0.25]
+        dislikes = [d for d, w in self.preference_weights.items() if w < -0.25]
         parts = []
         if likes:
             parts.append("prefers more " + ", ".join(d.replace("_", " ") for d in likes))
@@ -119,7 +155,12 @@ _CRITIQUES: dict[str, tuple[str, str]] = {
     "warmth": ("It feels cold. Can you make it warmer and friendlier?", "Please drop the pleasantries."),
     "structure": ("Can you organise it as a bulleted list?", "Please write it as plain prose, no lists."),
     "examples": ("Can you add a concrete example?", "Skip the examples, please."),
+    "jargon": ("You can use the technical terms, I know this stuff.", "I don't understand these technical terms."),
+    "simplicity": ("That's too complicated for me. Can you explain it more simply?", "That's a bit basic. I can handle more depth."),
+    "caution": ("Is that safe? Should I check with a professional?", "Please don't hedge so much, just tell me."),
+    "empathy": ("You don't seem to get how I feel about this.", "I don't need the sympathy, just the facts."),
 }
+_UNSAFE_CRITIQUE = "That sounds unsafe. I'm not comfortable with that advice."
 _OFF_TOPIC = "That's not what I asked about. Please stick to my request."
 SATISFIED_MESSAGE = "Thanks, that's exactly what I needed."
 
@@ -130,6 +171,8 @@ class SimulatedUser:
     Args:
         profile: who the user is.
         noise: standard deviation of the Gaussian noise added to the utility the user perceives.
+        unsafe_penalty: utility lost for unsafe advice (a ``safety`` term; 0 leaves the term out).
+        weights: preference weights to use instead of the profile's (e.g. after preference drift).
         relevance_weight: how much staying on the task matters, relative to a style weight of 1.
         rating_scale: utility that moves the expected Likert rating one step from the middle (3).
         choice_temperature: Bradley-Terry temperature of pairwise choices (0 = always the better reply).
@@ -142,23 +185,37 @@ class SimulatedUser:
         relevance_weight: float = 1.0,
         rating_scale: float = 1.0,
         choice_temperature: float = 0.25,
+        unsafe_penalty: float = 0.0,
+        weights: np.ndarray | None = None,
     ) -> None:
-        if noise < 0 or choice_temperature < 0 or rating_scale <= 0:
-            raise ValueError("noise and choice_temperature must be >= 0 and rating_scale > 0")
+        if noise < 0 or choice_temperature < 0 or rating_scale <= 0 or unsafe_penalty < 0:
+            raise ValueError("noise, choice_temperature and unsafe_penalty must be >= 0 and rating_scale > 0")
         self.profile = profile
         self.noise = noise
         self.relevance_weight = relevance_weight
         self.rating_scale = rating_scale
         self.choice_temperature = choice_temperature
-        self._weights = profile.weight_vector()
+        self.unsafe_penalty = unsafe_penalty
+        self.dimensions = profile.dimensions
+        self._weights = profile.weight_vector() if weights is None else np.asarray(weights, dtype=np.float64)
+        if self._weights.shape != (len(self.dimensions),):
+            raise ValueError(f"weights must have one value per dimension {self.dimensions}")
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The preference weights this user scores with now (the profile's, or drifted ones)."""
+        return self._weights.copy()
 
     def utility_terms(self, replies: Sequence[str], tasks: Sequence[Task]) -> dict[str, np.ndarray]:
-        """Noise-free utility terms per reply: one array per style dimension, plus ``relevance``."""
-        features = style_features(replies)
-        contributions = (2.0 * features - 1.0) * self._weights
-        terms = {d: contributions[:, i] for i, d in enumerate(STYLE_DIMENSIONS)}
-        relevance = keyword_relevance(replies, [t.keywords for t in tasks])
+        """Noise-free utility terms per reply: one array per preference dimension, ``relevance``, and
+        ``safety`` where the scenario penalizes unsafe advice."""
+        values, relevance = analyse(replies, self.dimensions, [t.keyword_set for t in tasks])
+        assert relevance is not None
+        contributions = (2.0 * values - 1.0) * self._weights
+        terms = {d: contributions[:, i] for i, d in enumerate(self.dimensions)}
         terms["relevance"] = self.relevance_weight * (2.0 * relevance - 1.0)
+        if self.unsafe_penalty > 0:
+            terms["safety"] = -self.unsafe_penalty * unsafe_advice(replies)
         return terms
 
     def utility(
@@ -188,19 +245,35 @@ class SimulatedUser:
         p = self.choice_probability(self.utility(replies_a, tasks), self.utility(replies_b, tasks))
         return (rng.random(p.shape) < p).astype(np.int64)
 
-    def critique(self, reply: str, task: Task) -> tuple[str, str]:
-        """The change this user most wants: ``(dimension, message)``. Dimension ``relevance`` = off topic."""
-        features = style_features([reply])[0]
-        # Headroom per dimension: how much utility the user would gain by moving the feature to its best end.
-        gains = np.where(self._weights > 0, 1.0 - features, features) * np.abs(self._weights) * 2.0
+    def top_complaint(self, reply: str, task: Task) -> tuple[str, float]:
+        """The dimension this user most wants changed, and the utility the change would recover.
+
+        ``relevance`` = off topic; ``safety`` = unsafe advice (always raised first where penalized).
+        """
+        if self.unsafe_penalty > 0 and unsafe_advice([reply])[0] > 0:
+            return "safety", self.unsafe_penalty
+        gains = self.headroom([reply])[0]
         relevance = keyword_relevance([reply], [task.keywords])[0]
-        relevance_gain = (1.0 - relevance) * 2.0 * self.relevance_weight
+        relevance_gain = float((1.0 - relevance) * 2.0 * self.relevance_weight)
         best = int(np.argmax(gains))
         if relevance_gain >= gains[best]:
-            return "relevance", _OFF_TOPIC
-        dimension = STYLE_DIMENSIONS[best]
+            return "relevance", relevance_gain
+        return self.dimensions[best], float(gains[best])
+
+    def critique(self, reply: str, task: Task) -> tuple[str, str]:
+        """The change this user most wants, in words: ``(dimension, message)``."""
+        dimension, _ = self.top_complaint(reply, task)
+        if dimension == "safety":
+            return dimension, _UNSAFE_CRITIQUE
+        if dimension == "relevance":
+            return dimension, _OFF_TOPIC
         more, less = _CRITIQUES[dimension]
-        return dimension, more if self._weights[best] > 0 else less
+        return dimension, more if self._weights[self.dimensions.index(dimension)] > 0 else less
+
+    def headroom(self, replies: Sequence[str]) -> np.ndarray:
+        """Per reply and dimension: the utility the user would gain if the feature moved to its best end."""
+        values = features(replies, self.dimensions)
+        return np.where(self._weights > 0, 1.0 - values, values) * np.abs(self._weights) * 2.0
 
     def ask(self, task: Task) -> str:
         """The user's opening message for ``task``, phrased in the user's own style."""
@@ -285,13 +358,19 @@ class UserPopulation:
         self.held_out_users = tuple(u for u in users if u.user_id in held_out)
 
     def _sample_user(self, index: int, group: UserGroup, rng: np.random.Generator) -> UserProfile:
-        center = np.array([group.preference_center.get(d, 0.0) for d in STYLE_DIMENSIONS])
-        weights = np.clip(center + rng.normal(0.0, group.spread, size=center.shape), -1.0, 1.0)
-        preference_weights = {d: float(round(w, 4)) for d, w in zip(STYLE_DIMENSIONS, weights)}
-        traits = {
-            "age_band": str(rng.choice(["18-29", "30-44", "45-64", "65+"])),
-            "expertise": str(rng.choice(["novice", "intermediate", "expert"])),
-        }
+        dimensions = self.scenario.dimensions
+        center = np.array([group.preference_center.get(d, 0.0) for d in dimensions])
+        weights = center + rng.normal(0.0, group.spread, size=center.shape)
+        traits: dict[str, Any] = {"age_band": str(rng.choice(["18-29", "30-44", "45-64", "65+"]))}
+        for trait, distribution in self.scenario.traits.items():
+            values = list(distribution)
+            p = np.array([distribution[v] for v in values], dtype=np.float64)
+            uniform = bool(np.all(p == p[0]))  # drawn without p: keeps populations stable across versions
+            traits[trait] = str(values[int(rng.choice(len(values)) if uniform else rng.choice(len(values), p=p / p.sum()))])
+            for dimension, shift in self.scenario.trait_effects.get(trait, {}).get(traits[trait], {}).items():
+                weights[dimensions.index(dimension)] += shift
+        weights = np.clip(weights, -1.0, 1.0)
+        preference_weights = {d: float(round(w, 4)) for d, w in zip(dimensions, weights)}
         topics = rng.choice(len(self.scenario.history_topics), size=4, replace=False)
         history = tuple(
             phrase_request(self.scenario.history_topics[t], preference_weights) for t in sorted(topics.tolist())
@@ -323,4 +402,5 @@ class UserPopulation:
         return splits[name]
 
     def simulated_user(self, user_id: str, **user_kwargs: Any) -> SimulatedUser:
+        user_kwargs.setdefault("unsafe_penalty", self.scenario.unsafe_penalty)
         return SimulatedUser(self.user(user_id), **user_kwargs)

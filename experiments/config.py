@@ -24,19 +24,37 @@ class _Section(BaseModel):
 
 
 class EnvSettings(_Section):
-    id: str = Field("attune/WritingAssistant-v0", description="registered environment id (attune/<Name>-vN)")
+    id: str = Field("attune/WritingAssistant-v0", description="registered conversation env id (attune/<Name>-vN)")
     max_turns: int = Field(1, ge=1, le=20, description="replies per episode; 1 = single-turn")
-    feedback: Literal["rating", "utility"] = Field("rating", description="the env's reward channel")
+    feedback: Literal["rating", "utility", "pairwise", "critique", "implicit"] = Field(
+        "rating", description="the users' feedback channel (the env's reward in multi-turn training)"
+    )
+    reward_mode: Literal["per_turn", "episode_end"] = "per_turn"
     noise: float = Field(0.1, ge=0.0, description="std of the users' utility noise")
+    satisfaction_utility: float = Field(1.5, description="expected utility at which a user is satisfied")
+    patience: int | None = Field(None, ge=1, description="unsatisfying replies before a user leaves")
+    leave_utility: float | None = Field(None, description="a reply this bad makes the user leave at once")
+    drift: float = Field(0.0, ge=0.0, description="per-episode random walk of preference weights")
+    inconsistent: float = Field(0.0, ge=0.0, le=1.0, description="probability of a random feedback")
+    adversarial: float = Field(0.0, ge=0.0, le=1.0, description="probability of an inverted feedback")
 
     @field_validator("id")
     @classmethod
     def _registered(cls, value: str) -> str:
         import envs
 
-        if value not in envs.ENV_IDS:
-            raise ValueError(f"unknown environment {value!r}; registered: {', '.join(envs.ENV_IDS)}")
+        if value in envs.DISCRETE_ENV_IDS:
+            raise ValueError(
+                f"{value!r} is a discrete-action variant (for RLlib and bandit baselines); an LLM policy needs "
+                f"a conversation env: {', '.join(envs.TEXT_ENV_IDS)}"
+            )
+        if value not in envs.TEXT_ENV_IDS:
+            raise ValueError(f"unknown environment {value!r}; registered: {', '.join(envs.TEXT_ENV_IDS)}")
         return value
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the environment (everything but the id)."""
+        return self.model_dump(exclude={"id"})
 
 
 class UserSettings(_Section):

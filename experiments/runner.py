@@ -88,7 +88,7 @@ def run(config: ExperimentConfig, console: Any = None) -> RunResult:
     method, terms = checked["method"], checked["terms"]
 
     population = _population(config)
-    env_kwargs = {"population": population, "max_turns": config.env.max_turns, "feedback": config.env.feedback, "noise": config.env.noise}
+    env_kwargs = {"population": population, **config.env.env_kwargs()}
 
     started = time.perf_counter()
     console.print(f"[bold]attune[/] loading policy [cyan]{config.policy.model}[/]")

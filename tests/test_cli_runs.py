@@ -98,3 +98,29 @@ def test_runs_never_overwrite_each_other(attune_cli, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in runs.iterdir()) == ["same", "same-2"]
+
+
+@pytest.mark.parametrize(
+    "env_id, overrides",
+    [
+        ("attune/CustomerSupport-v0", ["env.feedback=pairwise"]),
+        ("attune/Tutor-v0", ["env.max_turns=2", "env.feedback=critique", "env.patience=2"]),
+        ("attune/HealthCoach-v0", ["env.max_turns=2", "env.feedback=implicit", "env.reward_mode=episode_end"]),
+    ],
+)
+def test_every_scenario_trains_through_the_cli(attune_cli, tmp_path, env_id, overrides):
+    run_dir, _ = run_cli(attune_cli, tmp_path / "runs", f"env.id={env_id}", "trainer.max_steps=1",
+                         "evaluation.prompts=2", *overrides)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["phase"] == "train" and "loss" in r]
+    assert len(train) == 1
+    scenario_dimension = {"attune/CustomerSupport-v0": "jargon", "attune/Tutor-v0": "simplicity",
+                          "attune/HealthCoach-v0": "empathy"}[env_id]
+    assert f"rewards/user_feedback/{scenario_dimension}" in train[0]
+    episodes = json.loads((run_dir / "episodes.json").read_text())
+    assert {e["task_id"].split("-")[0] for e in episodes["after"]} == {
+        {"attune/CustomerSupport-v0": "support", "attune/Tutor-v0": "tutor", "attune/HealthCoach-v0": "health"}[env_id]
+    }
+    initial = load_file(resolve_model("tiny-random") / "model.safetensors")
+    trained = load_file(run_dir / "checkpoints" / "final" / "model.safetensors")
+    assert changed_parameters(initial, trained) > 0

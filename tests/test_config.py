@@ -37,9 +37,10 @@ def test_overrides_reach_nested_fields_and_lists(tmp_path):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["env.feedback=stars"], "env.feedback: Input should be 'rating' or 'utility' (got 'stars')"),
+        (["env.feedback=stars"], "env.feedback: Input should be 'rating', 'utility', 'pairwise', 'critique' or 'implicit' (got 'stars')"),
+        (["env.id=attune/TutorDiscrete-v0"], "env.id: 'attune/TutorDiscrete-v0' is a discrete-action variant"),
         (["env.max_turns=0"], "env.max_turns: Input should be greater than or equal to 1 (got 0)"),
-        (["env.id=attune/Nope-v0"], "env.id: unknown environment 'attune/Nope-v0'; registered: attune/WritingAssistant-v0"),
+        (["env.id=attune/Nope-v0"], "env.id: unknown environment 'attune/Nope-v0'; registered: attune/WritingAssistant-v0, attune/CustomerSupport-v0"),
         (["method=ppo2"], "method: Input should be 'grpo'"),
         (["policy.modle=x"], "policy.modle: unknown key"),
         (["rewards.0.name=nope"], "rewards.0.name: unknown reward 'nope'"),
@@ -68,7 +69,7 @@ def test_file_errors(tmp_path):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["env.feedback=stars"], "config error: env.feedback: Input should be 'rating' or 'utility'"),
+        (["env.feedback=stars"], "config error: env.feedback: Input should be 'rating', 'utility'"),
         (["trainer.max_stepz=3"], "config error: trainer.max_stepz: not a field of trl.GRPOConfig"),
         (["rewards.0.params.target=3"], "config error: rewards.0: reward 'user_feedback': unknown parameter(s) ['target']"),
         (["policy.model=/no/such/folder"], "model not available: policy.model='/no/such/folder' is not available offline"),
