@@ -10,8 +10,9 @@ nothing heavy is imported until an environment is made). This package never impo
 
 import gymnasium
 
-from envs.features import STYLE_DIMENSIONS, style_features
-from envs.users import SimulatedUser, Task, UserGroup, UserPopulation, UserProfile
+from envs.conversation import ConversationEnv
+from envs.features import ALL_DIMENSIONS, STYLE_DIMENSIONS, style_features
+from envs.users import Scenario, SimulatedUser, Task, UserGroup, UserPopulation, UserProfile, register_scenario
 
 # The contract tests run check_env on every id; the wrapper would re-check on every make.
 gymnasium.register(
@@ -56,14 +57,18 @@ DISCRETE_ENV_IDS: tuple[str, ...] = tuple(k for k in ENV_IDS if "Discrete" in k)
 """The discrete-action variants (a response style per step): for classic RL and bandit baselines."""
 
 __all__ = [
+    "ALL_DIMENSIONS",
+    "ConversationEnv",
     "DISCRETE_ENV_IDS",
     "ENV_IDS",
     "TEXT_ENV_IDS",
     "STYLE_DIMENSIONS",
+    "Scenario",
     "SimulatedUser",
     "Task",
     "UserGroup",
     "UserPopulation",
     "UserProfile",
+    "register_scenario",
     "style_features",
 ]

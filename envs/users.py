@@ -26,7 +26,8 @@ import numpy as np
 from envs.features import ALL_DIMENSIONS, STYLE_DIMENSIONS, analyse, features, keyword_relevance, unsafe_advice
 
 # The scenario modules each define a `SCENARIO`; looked up lazily to keep imports one-way.
-SCENARIOS: dict[str, str] = {
+# Users add their own with `register_scenario`.
+SCENARIOS: dict[str, "str | Scenario"] = {
     "writing": "envs.writing_assistant:SCENARIO",
     "support": "envs.customer_support:SCENARIO",
     "tutor": "envs.tutor:SCENARIO",
@@ -110,8 +111,18 @@ class Scenario:
 def get_scenario(name: str) -> Scenario:
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; available: {', '.join(sorted(SCENARIOS))}")
-    module, attr = SCENARIOS[name].split(":")
+    entry = SCENARIOS[name]
+    if isinstance(entry, Scenario):
+        return entry
+    module, attr = entry.split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def register_scenario(scenario: Scenario, replace: bool = False) -> None:
+    """Make a scenario of your own available to :class:`UserPopulation` (and envs) by its name."""
+    if scenario.name in SCENARIOS and not replace:
+        raise ValueError(f"scenario {scenario.name!r} already exists; pass replace=True to redefine it")
+    SCENARIOS[scenario.name] = scenario
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,6 +310,58 @@ def phrase_request(instruction: str, weights: Mapping[str, float]) -> str:
     return text
 
 
+_STOPWORDS = frozenset("about much what when with from that this your have like there their would could should "
+                       "which where while after before every some ask say tell".split())
+_FILLER = (
+    "There is more to say about {k}.",
+    "It helps to think about {k} step by step.",
+    "Most people find {k} easier once they start.",
+    "The details of {k} matter here.",
+    "A good plan for {k} takes a little time.",
+)
+
+
+def write_in_style(topic: str, weights: Mapping[str, float], rng: np.random.Generator) -> str:
+    """A text about ``topic`` written the way a user with these preference weights writes (and likes to read).
+
+    Used for users' writing samples: a retrieval corpus, fine-tuning data and a reference for perplexity
+    and BLEU against the user. Each dimension the user cares about (|weight| > 0.3) shapes the text.
+    """
+    w = {d: float(weights.get(d, 0.0)) for d in set(weights) | {"brevity"}}
+    key = [word for word in topic.replace(",", " ").split() if len(word) > 3 and word not in _STOPWORDS][:3] or [topic]
+    parts: list[str] = []
+    if w.get("formality", 0) > 0.3:
+        parts.append("Dear reader,")
+    elif w.get("formality", 0) < -0.3:
+        parts.append("Hey there!")
+    if w.get("empathy", 0) > 0.3:
+        parts.append("I understand this can feel hard.")
+    if w.get("warmth", 0) > 0.3:
+        parts.append("I hope you are well, and thanks so much for reading.")
+    parts.append(f"This is about how to {topic}.")
+    n_filler = 0 if w["brevity"] > 0.3 else (4 if w["brevity"] < -0.3 else 2)
+    for _ in range(n_filler):
+        parts.append(str(rng.choice(_FILLER)).format(k=str(rng.choice(key))))
+    if w.get("technical_depth", 0) > 0.3:
+        parts.append("Systematically measuring performance characteristics improves implementation decisions.")
+    if w.get("jargon", 0) > 0.3:
+        parts.append("Check the router firmware, the DNS settings and the cache.")
+    if w.get("examples", 0) > 0.3:
+        parts.append(f"For example, start with {key[0]}, such as a small first step.")
+    if w.get("caution", 0) > 0.3:
+        parts.append("You may want to consult a professional before you change anything.")
+    text = " ".join(parts)
+    if w.get("simplicity", 0) > 0.3:
+        text = text.replace(", ", ". ")
+    if w.get("structure", 0) > 0.3:
+        text += "\n" + "\n".join(f"- {k}" for k in key)
+    if w.get("formality", 0) > 0.3:
+        text += "\nKind regards."
+    elif w.get("warmth", 0) > 0.3:
+        text += "\nTake care!"
+    return text
+
+
 class UserPopulation:
     """A seeded population of simulated users in preference groups, with a held-out split.
 
@@ -333,6 +396,13 @@ class UserPopulation:
         self.groups = tuple(groups) if groups is not None else self.scenario.groups
         if not self.groups:
             raise ValueError("a population needs at least one group")
+        for group in self.groups:
+            extra = set(group.preference_center) - set(self.scenario.dimensions)
+            if extra:
+                raise ValueError(
+                    f"group {group.name!r}: dimension(s) {sorted(extra)} are not used in scenario {scenario!r}; "
+                    f"its dimensions: {', '.join(self.scenario.dimensions)}"
+                )
         self.seed = seed
         self.tasks = self.scenario.tasks
         self._task_index = {t.task_id: t for t in self.tasks}
@@ -372,8 +442,11 @@ class UserPopulation:
         weights = np.clip(weights, -1.0, 1.0)
         preference_weights = {d: float(round(w, 4)) for d, w in zip(dimensions, weights)}
         topics = rng.choice(len(self.scenario.history_topics), size=4, replace=False)
-        history = tuple(
-            phrase_request(self.scenario.history_topics[t], preference_weights) for t in sorted(topics.tolist())
+        chosen = [self.scenario.history_topics[t] for t in sorted(topics.tolist())]
+        # Writing samples come from their own generator, so adding them left the population draws unchanged.
+        sample_rng = np.random.default_rng([self.seed, index, 7])
+        history = tuple(phrase_request(topic, preference_weights) for topic in chosen) + tuple(
+            write_in_style(topic, preference_weights, sample_rng) for topic in chosen[:3]
         )
         return UserProfile(f"u{index:04d}", group.name, preference_weights, traits, history)
 

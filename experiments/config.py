@@ -57,10 +57,20 @@ class EnvSettings(_Section):
         return self.model_dump(exclude={"id"})
 
 
+class GroupSettings(_Section):
+    name: str
+    share: float = Field(gt=0.0, description="relative size of the group")
+    preference_center: dict[str, float] = Field(description="dimension -> weight in [-1, 1]; missing = 0")
+    spread: float = Field(0.15, ge=0.0, description="std of users' weights around the centre")
+
+
 class UserSettings(_Section):
     n_users: int = Field(100, ge=2, description="users in the population")
     held_out_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of users kept for evaluation only")
     seed: int = Field(0, description="population seed: same seed, same users")
+    groups: list[GroupSettings] | None = Field(
+        None, description="preference clusters replacing the scenario's own (e.g. a majority and a minority)"
+    )
 
 
 class LoraSettings(_Section):

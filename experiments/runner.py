@@ -60,6 +60,10 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     except TrainerSettingsError as exc:
         raise ConfigError(str(exc)) from None
     check_model_available(config.policy.model)
+    try:
+        population = _population(config)
+    except ValueError as exc:
+        raise ConfigError(f"users.groups: {exc}") from None
     terms = TermsRecorder()
     reward_functions = []
     for i, spec in enumerate(config.rewards):
@@ -67,7 +71,7 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
             reward_functions.append(build_reward(spec.name, spec.params, population=None, report=terms))
         except RewardLookupError as exc:
             raise ConfigError(f"rewards.{i}: {exc}") from None
-    return {"method": method, "terms": terms}
+    return {"method": method, "terms": terms, "population": population}
 
 
 def run(config: ExperimentConfig, console: Any = None) -> RunResult:
@@ -87,7 +91,7 @@ def run(config: ExperimentConfig, console: Any = None) -> RunResult:
     checked = prepare(config)
     method, terms = checked["method"], checked["terms"]
 
-    population = _population(config)
+    population = checked["population"]
     env_kwargs = {"population": population, **config.env.env_kwargs()}
 
     started = time.perf_counter()
@@ -183,12 +187,18 @@ def _population(config: ExperimentConfig) -> Any:
 
     from gymnasium.envs.registration import load_env_creator
 
+    from envs.users import UserGroup
+
     env_class = load_env_creator(gym.spec(config.env.id).entry_point)
+    groups = None
+    if config.users.groups is not None:
+        groups = [UserGroup(g.name, g.share, g.preference_center, g.spread) for g in config.users.groups]
     return UserPopulation(
         env_class.scenario,
         n_users=config.users.n_users,
         held_out_fraction=config.users.held_out_fraction,
         seed=config.users.seed,
+        groups=groups,
     )
 
 

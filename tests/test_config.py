@@ -97,3 +97,16 @@ def test_resolved_config_round_trips(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     assert load_config(path) == config
+
+
+def test_custom_groups_reach_the_population_and_bad_dimensions_are_named(tmp_path):
+    from experiments.runner import prepare
+
+    groups = "[{name: majority, share: 0.8, preference_center: {brevity: 1.0}}, {name: minority, share: 0.2, preference_center: {warmth: 1.0}, spread: 0.0}]"
+    config = load_config(CONFIGS[0].parent / "tiny.yaml", [f"users.groups={groups}", "users.n_users=10"])
+    population = prepare(config)["population"]
+    assert {u.group for u in population.users} == {"majority", "minority"}
+    assert [u.preference_weights["warmth"] for u in population.users if u.group == "minority"] == [1.0, 1.0]
+    bad = load_config(CONFIGS[0].parent / "tiny.yaml", ["users.groups=[{name: g, share: 1, preference_center: {jargon: 1}}]"])
+    with pytest.raises(ConfigError, match="users.groups: group 'g': dimension.*jargon.*not used in scenario 'writing'"):
+        prepare(bad)

@@ -82,3 +82,19 @@ def test_population_errors_name_the_fix():
         UserGroup("g", 1.0, {"humour": 1.0})
     with pytest.raises(KeyError, match="unknown user_id"):
         UserPopulation("writing", n_users=10).user("nobody")
+
+
+@pytest.mark.parametrize("scenario", ["writing", "support", "tutor", "health"])
+def test_writing_samples_are_in_the_users_own_style(scenario):
+    """A user's own writing samples please that user more than they please users of the other groups."""
+    population = UserPopulation(scenario, n_users=60, seed=1)
+    task = Task("t", "anything", ())
+    own, others = [], []
+    for author in population.users:
+        samples = list(author.history[-3:])
+        for reader in population.users[::6]:
+            score = SimulatedUser(reader, noise=0.0).utility(samples, [task] * 3).mean()
+            (own if reader.user_id == author.user_id else others).append((author.group == reader.group, score))
+    own_scores = [s for _, s in own]
+    other_group_scores = [s for same, s in others if not same]
+    assert np.mean(own_scores) > np.mean(other_group_scores) + 0.3
