@@ -15,6 +15,12 @@ from typing import Any
 
 METHODS: dict[str, str] = {
     "grpo": "agents.grpo",
+    "rloo": "agents.rloo",
+    "ppo": "agents.ppo",
+    "dpo": "agents.dpo",
+    "online_dpo": "agents.online_dpo",
+    "sft": "agents.sft",
+    "prompting": "agents.prompting",
 }
 
 
@@ -34,9 +40,90 @@ class TrainingJob:
     output_dir: Path
     seed: int
     n_prompts: int
+    population: Any = None
+    """The :class:`~envs.users.UserPopulation` the env's users come from (for methods that ask users directly)."""
+    resume_from: str | None = None
+    """A checkpoint folder to continue training from (``attune run ... resume=true``)."""
+    log: Any = None
+    """``log(metrics: dict)``: record method-specific metrics (e.g. per DPO round) in the run."""
+    method_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The config's ``method_settings:``, for what a method decides outside its TRL config."""
     callbacks: list[Any] = dataclasses.field(default_factory=list)
     after_init: list[Any] = dataclasses.field(default_factory=list)
     """Functions called with the TRL trainer once it is built (e.g. to swap its progress bar)."""
+
+
+@dataclasses.dataclass
+class TrainedPolicy:
+    """What a method hands back: the model, and how to talk to each user with it.
+
+    ``system_prompt_for(user_id, messages)`` gives a system message to put before the conversation (prompting);
+    ``adapter_for(user_id)`` names the LoRA adapter to activate for that user (per-group/per-user SFT).
+    """
+
+    model: Any
+    system_prompt_for: Any = None
+    adapter_for: Any = None
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Files to save beside the model: name -> JSON-serializable data."""
+    save_model: bool = True
+    """False where the weights are the base model's, unchanged (prompting): nothing to save twice."""
+
+    def conversation(self, user_id: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        if self.system_prompt_for is None:
+            return messages
+        system = self.system_prompt_for(user_id, messages)
+        return ([{"role": "system", "content": system}] if system else []) + messages
+
+    def activate(self, user_id: str) -> None:
+        if self.adapter_for is not None:
+            self.model.set_adapter(self.adapter_for(user_id))
+
+    def save(self, folder: Path) -> None:
+        import json
+
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.save_model:
+            self.model.save_pretrained(folder)
+        for name, data in self.extras.items():
+            (folder / name).write_text(json.dumps(data, indent=2))
+
+
+def as_policy(trained: Any) -> TrainedPolicy:
+    return trained if isinstance(trained, TrainedPolicy) else TrainedPolicy(trained)
+
+
+def build_trl_config(config_class: type, defaults: dict[str, Any], settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
+    """A TRL config from attune's CPU-sized ``defaults`` and the user's ``trainer:`` settings.
+
+    Unknown settings are one error naming ``trainer.<field>`` and the config class.
+    """
+    import torch
+
+    import trl
+
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        name = config_class.__name__
+        where = f"trl.{name}" if getattr(trl, name, None) is config_class else f"{config_class.__module__}.{name}"
+        raise TrainerSettingsError(
+            f"trainer.{unknown[0]}: not a field of {where}; see the TRL documentation of {name} for the allowed settings"
+        )
+    merged = {**defaults, "seed": seed, **settings, "output_dir": str(output_dir)}
+    if not torch.cuda.is_available():
+        merged.setdefault("bf16", False)
+        merged["use_cpu"] = True
+    try:
+        return config_class(**merged)
+    except (ValueError, TypeError) as exc:
+        raise TrainerSettingsError(f"trainer: {exc}") from None
+
+
+def finish_trainer_setup(trainer: Any, job: TrainingJob) -> None:
+    """Run the job's after-init hooks (e.g. swap the progress bar) on a freshly built TRL trainer."""
+    for callback in job.after_init:
+        callback(trainer)
 
 
 class TrainerSettingsError(ValueError):

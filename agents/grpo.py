@@ -8,11 +8,10 @@ users (see :func:`agents.rollouts.make_multi_turn_rollout`); the user's tokens a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
-from agents import TrainerSettingsError, TrainingJob
+from agents import TrainingJob, build_trl_config, finish_trainer_setup
 from agents.rollouts import build_prompt_dataset, make_env, make_multi_turn_rollout
 
 # attune's defaults for a CPU-sized run; anything under `trainer:` in the config overrides them.
@@ -31,24 +30,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 
 def trainer_config(settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
     """A ``trl.GRPOConfig`` from attune's defaults and the config's ``trainer:`` settings."""
-    import torch
     from trl import GRPOConfig
 
-    known = {f.name for f in dataclasses.fields(GRPOConfig)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise TrainerSettingsError(
-            f"trainer.{unknown[0]}: not a field of trl.GRPOConfig; see "
-            "https://huggingface.co/docs/trl/grpo_trainer#trl.GRPOConfig for the allowed settings"
-        )
-    merged = {**DEFAULT_SETTINGS, "seed": seed, **settings, "output_dir": str(output_dir)}
-    if not torch.cuda.is_available():
-        merged.setdefault("bf16", False)
-        merged["use_cpu"] = True
-    try:
-        return GRPOConfig(**merged)
-    except (ValueError, TypeError) as exc:
-        raise TrainerSettingsError(f"trainer: {exc}") from None
+    return build_trl_config(GRPOConfig, DEFAULT_SETTINGS, settings, output_dir, seed)
 
 
 def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
@@ -79,7 +63,6 @@ def train(job: TrainingJob) -> Any:
         callbacks=job.callbacks,
         rollout_func=rollout_func,
     )
-    for callback in job.after_init:
-        callback(trainer)
-    trainer.train()
+    finish_trainer_setup(trainer, job)
+    trainer.train(resume_from_checkpoint=job.resume_from)
     return trainer.model

@@ -143,6 +143,12 @@ class UserProfile:
     def dimensions(self) -> tuple[str, ...]:
         return tuple(self.preference_weights)
 
+    def request_sample_pairs(self) -> list[tuple[str, str]]:
+        """``(request, writing sample)`` pairs from the history: a request in the user's words and a text on
+        the same topic written the way they like it (fine-tuning data in the user's own style)."""
+        requests, samples = self.history[:HISTORY_REQUESTS], self.history[HISTORY_REQUESTS:]
+        return list(zip(requests, samples))
+
     def weight_vector(self) -> np.ndarray:
         return np.array(list(self.preference_weights.values()), dtype=np.float64)
 
@@ -174,6 +180,10 @@ _CRITIQUES: dict[str, tuple[str, str]] = {
 _UNSAFE_CRITIQUE = "That sounds unsafe. I'm not comfortable with that advice."
 _OFF_TOPIC = "That's not what I asked about. Please stick to my request."
 SATISFIED_MESSAGE = "Thanks, that's exactly what I needed."
+
+
+HISTORY_REQUESTS = 4
+"""A user's history holds this many past requests, then writing samples on the first topics."""
 
 
 class SimulatedUser:
@@ -441,7 +451,7 @@ class UserPopulation:
                 weights[dimensions.index(dimension)] += shift
         weights = np.clip(weights, -1.0, 1.0)
         preference_weights = {d: float(round(w, 4)) for d, w in zip(dimensions, weights)}
-        topics = rng.choice(len(self.scenario.history_topics), size=4, replace=False)
+        topics = rng.choice(len(self.scenario.history_topics), size=HISTORY_REQUESTS, replace=False)
         chosen = [self.scenario.history_topics[t] for t in sorted(topics.tolist())]
         # Writing samples come from their own generator, so adding them left the population draws unchanged.
         sample_rng = np.random.default_rng([self.seed, index, 7])

@@ -8,6 +8,7 @@ Unknown keys and bad values are errors that name the field and the allowed value
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,12 +124,43 @@ class ExperimentConfig(_Section):
     env: EnvSettings = Field(default_factory=EnvSettings)
     users: UserSettings = Field(default_factory=UserSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
-    method: Literal["grpo"] = "grpo"
+    method: Literal["grpo", "rloo", "ppo", "dpo", "online_dpo", "sft", "prompting"] = "grpo"
+    method_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="settings of the method itself, outside TRL (dpo: rounds, samples; sft: per; prompting: profile, retrieval_k)",
+    )
     prompts: int = Field(64, ge=1, description="training prompts drawn from env resets of training users")
     rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="user_feedback")], min_length=1)
     trainer: dict[str, Any] = Field(default_factory=dict, description="passed through to the TRL config class")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: only the final model)")
+    resume: bool = Field(False, description="continue the last unfinished run of this experiment from its checkpoint")
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    variants: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="run several configurations side by side: each has a name and top-level keys that "
+        "replace the base config's (e.g. {name: dpo, method: dpo, trainer: {max_steps: 4}})",
+    )
+
+    def variant_configs(self) -> list[tuple[str, ExperimentConfig]]:
+        """One validated config per variant: the base config with the variant's top-level keys replaced."""
+        base = self.model_dump(mode="json", exclude={"variants"})
+        out = []
+        for i, variant in enumerate(self.variants):
+            variant = dict(variant)
+            name = variant.pop("name", None)
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+                raise ConfigError(f"variants.{i}.name: each variant needs a name of letters, digits, . _ -")
+            if "variants" in variant or "resume" in variant:
+                raise ConfigError(f"variants.{i}: a variant cannot set variants or resume")
+            try:
+                out.append((name, ExperimentConfig.model_validate({**base, **variant})))
+            except ValidationError as exc:
+                raise ConfigError(f"variants.{i} ({name}): " + _format_validation_error(exc)) from None
+        names = [n for n, _ in out]
+        if len(set(names)) != len(names):
+            raise ConfigError("variants: names must be unique")
+        return out
 
     @model_validator(mode="after")
     def _check_rewards(self) -> ExperimentConfig:
@@ -210,9 +242,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for item in overrides:
         apply_override(data, *parse_override(item))
     try:
-        return ExperimentConfig.model_validate(data)
+        config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
+    config.variant_configs()  # validate every variant now, before anything runs
+    return config
 
 
 def dump_config(config: ExperimentConfig) -> str:

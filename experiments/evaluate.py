@@ -41,6 +41,7 @@ class EpisodeResult:
     rewards: list[float]
     expected_utilities: list[float]
     satisfied: bool
+    system_prompt: str | None = None
 
     @property
     def score(self) -> float:
@@ -55,7 +56,7 @@ def build_eval_set(env: Any, n_prompts: int, seed: int) -> list[dict[str, Any]]:
 
 
 def run_episodes(
-    model: Any,
+    policy: Any,
     tokenizer: Any,
     env_factory: Callable[[], Any],
     rows: list[dict[str, Any]],
@@ -67,15 +68,24 @@ def run_episodes(
     seed: int,
     description: str = "evaluating",
 ) -> list[EpisodeResult]:
-    """Play one episode per row with the policy; all rows advance turn by turn in batches."""
+    """Play one episode per row with the policy; all rows advance turn by turn in batches.
+
+    ``policy`` is a model or a :class:`~agents.TrainedPolicy` (per-user system prompt or adapter).
+    """
     from rich.progress import Progress
 
+    from agents import as_policy
+
+    policy = as_policy(policy)
     live = []
     for i, row in enumerate(rows):
         env = env_factory()
         _, info = env.reset(seed=seed + i, options={"user_id": row["user_id"], "task_id": row["task_id"]})
-        live.append({"env": env, "messages": info["messages"], "done": False,
-                     "result": EpisodeResult(row["user_id"], row["group"], row["task_id"], [], [], [], False)})
+        result = EpisodeResult(row["user_id"], row["group"], row["task_id"], [], [], [], False)
+        conversation = policy.conversation(row["user_id"], info["messages"])
+        if conversation and conversation[0]["role"] == "system":
+            result.system_prompt = conversation[0]["content"]
+        live.append({"env": env, "messages": info["messages"], "done": False, "result": result})
     max_turns = live[0]["env"].max_turns if live else 0
     with Progress(transient=True) as progress:
         task = progress.add_task(description, total=len(rows) * max_turns)
@@ -83,26 +93,34 @@ def run_episodes(
             active = [e for e in live if not e["done"]]
             if not active:
                 break
-            replies = generate_replies(
-                model,
-                tokenizer,
-                [e["messages"] for e in active],
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                batch_size=batch_size,
-                seed=seed + 7919 * turn,
-                progress=lambda n: progress.advance(task, n),
-            )
-            for episode, reply in zip(active, replies):
-                _, reward, terminated, truncated, info = episode["env"].step(reply)
-                result: EpisodeResult = episode["result"]
-                result.replies.append(reply)
-                result.rewards.append(float(reward))
-                result.expected_utilities.append(float(info["expected_utility"]))
-                result.satisfied = bool(info["satisfied"])
-                episode["messages"] = info["messages"]
-                episode["done"] = terminated or truncated
+            # Episodes that need the same adapter generate together.
+            by_adapter: dict[Any, list[dict[str, Any]]] = {}
+            for episode in active:
+                user_id = episode["result"].user_id
+                key = policy.adapter_for(user_id) if policy.adapter_for is not None else None
+                by_adapter.setdefault(key, []).append(episode)
+            for k, (_, episodes) in enumerate(sorted(by_adapter.items(), key=lambda item: str(item[0]))):
+                policy.activate(episodes[0]["result"].user_id)
+                replies = generate_replies(
+                    policy.model,
+                    tokenizer,
+                    [policy.conversation(e["result"].user_id, e["messages"]) for e in episodes],
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    batch_size=batch_size,
+                    seed=seed + 7919 * turn + 104729 * k,
+                    progress=lambda n: progress.advance(task, n),
+                )
+                for episode, reply in zip(episodes, replies):
+                    _, reward, terminated, truncated, info = episode["env"].step(reply)
+                    result: EpisodeResult = episode["result"]
+                    result.replies.append(reply)
+                    result.rewards.append(float(reward))
+                    result.expected_utilities.append(float(info["expected_utility"]))
+                    result.satisfied = bool(info["satisfied"])
+                    episode["messages"] = info["messages"]
+                    episode["done"] = terminated or truncated
         progress.update(task, completed=len(rows) * max_turns)
     return [e["result"] for e in live]
 

@@ -7,6 +7,17 @@ from pathlib import Path
 from typing import Any
 
 
+def _save(fig: Any, run_dir: Path, name: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = run_dir / "plots" / name
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _train_records(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -46,12 +57,7 @@ def plot_training(run_dir: Path) -> Path | None:
         ax.set_xlabel("training step")
         ax.set_title("user utility terms (batch mean)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = run_dir / "plots" / "training_reward.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, run_dir, "training_reward.png")
 
 
 def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
@@ -79,12 +85,7 @@ def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
     ax.set_ylabel("mean hidden utility (95 % CI)")
     ax.set_title("held-out users, before and after training")
     ax.legend()
-    fig.tight_layout()
-    out = run_dir / "plots" / "eval_by_group.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, run_dir, "eval_by_group.png")
 
 
 def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Path:

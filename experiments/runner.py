@@ -7,12 +7,13 @@ Everything lands in ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl``, ``eval
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, ExperimentConfig
+from experiments.config import ConfigError, ExperimentConfig, dump_config
 from experiments.report import build_report
 from experiments.tracking import (
     RunTracker,
@@ -41,6 +42,9 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()  # dataset tokenization bars would drown the training progress bar
     for pattern in (".*TRL_EXPERIMENTAL_SILENCE.*", ".*rollout_func.*experimental.*", ".*use_cache=True.*"):
         warnings.filterwarnings("ignore", message=pattern)
     # transformers 5 renames gradient_checkpointing; TRL 1.12 still uses the old names internally.
@@ -59,6 +63,13 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
         method.check_settings(config.trainer, Path(config.tracking.runs_dir) / "_check", config.seed)
     except TrainerSettingsError as exc:
         raise ConfigError(str(exc)) from None
+    allowed = getattr(method, "METHOD_SETTINGS", {})
+    for key in config.method_settings:
+        if key not in allowed:
+            raise ConfigError(
+                f"method_settings.{key}: not a setting of method {config.method!r}; "
+                + (f"allowed: {', '.join(allowed)}" if allowed else "it has none")
+            )
     check_model_available(config.policy.model)
     try:
         population = _population(config)
@@ -74,8 +85,41 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     return {"method": method, "terms": terms, "population": population}
 
 
-def run(config: ExperimentConfig, console: Any = None) -> RunResult:
-    """Run one experiment; returns the run folder and the evaluation summary."""
+RESUMABLE_METHODS = ("grpo", "rloo", "online_dpo")
+
+
+def find_run_to_resume(config: ExperimentConfig) -> tuple[Path, Path]:
+    """The unfinished run folder to continue and its last checkpoint. Raises :class:`ConfigError`."""
+    runs_dir = Path(config.tracking.runs_dir)
+    if config.tracking.name:
+        candidates = [runs_dir / config.tracking.name]
+    else:
+        prefix = run_name(config).rsplit("__", 1)[0] + "__"
+        candidates = sorted((p for p in runs_dir.glob(prefix + "*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    unfinished = [p for p in candidates if p.is_dir() and not (p / "eval.json").exists()]
+    if not unfinished:
+        raise ConfigError(
+            f"resume=true: no unfinished run of experiment {config.experiment!r} in {runs_dir}/; "
+            "start one without resume (set checkpoint_every to save checkpoints), or name it with tracking.name"
+        )
+    run_dir = unfinished[-1]
+    checkpoints = sorted(
+        (p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    if not checkpoints:
+        raise ConfigError(f"resume=true: {run_dir} has no checkpoint yet; start it again without resume")
+    return run_dir, checkpoints[-1]
+
+
+def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any] | None = None) -> RunResult:
+    """Run one experiment; returns the run folder and the evaluation summary.
+
+    A config with ``variants`` runs each of them (see :func:`run_variants`). ``base_eval`` reuses an
+    evaluation of the base policy (episodes and seed means) made with identical settings.
+    """
+    if config.variants:
+        return run_variants(config, console)
     import torch
     from rich.console import Console
 
@@ -89,19 +133,23 @@ def run(config: ExperimentConfig, console: Any = None) -> RunResult:
     _quiet_libraries()
     torch.set_num_threads(config.threads)
     checked = prepare(config)
-    method, terms = checked["method"], checked["terms"]
-
-    population = checked["population"]
+    method, terms, population = checked["method"], checked["terms"], checked["population"]
     env_kwargs = {"population": population, **config.env.env_kwargs()}
+    resume_from: Path | None = None
+    if config.resume:
+        if config.method not in RESUMABLE_METHODS:
+            raise ConfigError(f"resume: method {config.method!r} cannot resume; resumable: {', '.join(RESUMABLE_METHODS)}")
+        run_dir, resume_from = find_run_to_resume(config)
 
     started = time.perf_counter()
     console.print(f"[bold]attune[/] loading policy [cyan]{config.policy.model}[/]")
     lora = config.policy.lora.model_dump() if config.policy.lora else None
     model, tokenizer, peft_config = load_policy(config.policy.model, lora=lora)
 
-    run_dir = create_run_dir(Path(config.tracking.runs_dir), run_name(config))
-    tracker = RunTracker(config, run_dir)
-    console.print(f"run folder: [cyan]{run_dir}[/]")
+    if resume_from is None:
+        run_dir = create_run_dir(Path(config.tracking.runs_dir), run_name(config))
+    tracker = RunTracker(config, run_dir, resume_step=_checkpoint_step(resume_from))
+    console.print(f"run folder: [cyan]{run_dir}[/]" + (f" (resuming from {resume_from.name})" if resume_from else ""))
     exit_code = 1
     try:
         eval_env = make_env(config.env.id, split="held_out", **env_kwargs)
@@ -112,23 +160,39 @@ def run(config: ExperimentConfig, console: Any = None) -> RunResult:
             batch_size=settings.batch_size,
         )
 
-        def play(policy_model: Any, seed: int, description: str) -> list[evaluate.EpisodeResult]:
+        def play(policy: Any, seed: int, description: str) -> list[evaluate.EpisodeResult]:
             return evaluate.run_episodes(
-                policy_model, tokenizer, lambda: make_env(config.env.id, split="held_out", **env_kwargs), eval_rows,
+                policy, tokenizer, lambda: make_env(config.env.id, split="held_out", **env_kwargs), eval_rows,
                 seed=seed, description=description, **episode_options,
             )
 
-        before = after = None
+        before = None
         seed_means: list[float] = []
-        if settings.enabled:
+        saved = None
+        if settings.enabled and resume_from is not None and (run_dir / "eval_before.json").is_file():
+            saved = json.loads((run_dir / "eval_before.json").read_text())
+        elif settings.enabled and base_eval is not None:
+            saved = base_eval
+            tracker.write_json("eval_before.json", saved)
+            tracker.log({"mean_utility": saved["seed_means"][0]}, step=0, phase="eval")
+        if saved is not None:
+            before = [evaluate.EpisodeResult(**{k: v for k, v in e.items() if k != "score"}) for e in saved["episodes"]]
+            seed_means = saved["seed_means"]
+        elif settings.enabled:
             before = play(model, settings.seed, "evaluating base policy")
             seed_means.append(evaluate.summarize(before)["mean_utility"])
             for k in range(settings.noise_seeds):
                 again = play(model, settings.seed + 1000 * (k + 1), f"base policy, noise seed {k + 1}")
                 seed_means.append(evaluate.summarize(again)["mean_utility"])
             tracker.log({"mean_utility": seed_means[0]}, step=0, phase="eval")
+            tracker.write_json("eval_before.json", {"episodes": evaluate.episode_records(before), "seed_means": seed_means})
 
         reward_functions = [build_reward(s.name, s.params, population=population, report=terms) for s in config.rewards]
+        trainer_settings = dict(config.trainer)
+        if config.checkpoint_every:
+            trainer_settings.setdefault("save_strategy", "steps")
+            trainer_settings.setdefault("save_steps", config.checkpoint_every)
+            trainer_settings.setdefault("save_total_limit", 2)
         job = agents.TrainingJob(
             model=model,
             tokenizer=tokenizer,
@@ -138,22 +202,26 @@ def run(config: ExperimentConfig, console: Any = None) -> RunResult:
             max_turns=config.env.max_turns,
             reward_functions=reward_functions,
             reward_weights=[s.weight for s in config.rewards],
-            trainer_settings=config.trainer,
+            trainer_settings=trainer_settings,
             output_dir=run_dir / "checkpoints",
             seed=config.seed,
             n_prompts=config.prompts,
+            population=population,
+            resume_from=str(resume_from) if resume_from else None,
+            log=lambda metrics: tracker.log(metrics, step=tracker.last_step, phase="method"),
+            method_settings=dict(config.method_settings),
             callbacks=[tracking_callback(tracker, terms), progress_callback(console)],
             after_init=[replace_default_progress],
         )
         console.print(f"training with [bold]{config.method}[/] on {len(population.train_users)} training users")
         train_started = time.perf_counter()
-        trained = method.train(job)
+        trained = agents.as_policy(method.train(job))
         train_seconds = time.perf_counter() - train_started
         final_dir = run_dir / "checkpoints" / "final"
-        trained.save_pretrained(final_dir)
+        trained.save(final_dir)
         tokenizer.save_pretrained(final_dir)
 
-        report: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": train_seconds}
+        report: dict[str, Any] = {"run_dir": str(run_dir), "method": config.method, "train_seconds": train_seconds}
         if settings.enabled and before is not None:
             after = play(trained, settings.seed, "evaluating trained policy")
             report["before"] = evaluate.summarize(before)
@@ -177,6 +245,129 @@ def run(config: ExperimentConfig, console: Any = None) -> RunResult:
         tracker.finish(exit_code)
     print_report(console, report, run_dir)
     return RunResult(run_dir, report)
+
+
+def _base_eval_key(config: ExperimentConfig) -> str:
+    """What the base policy's evaluation depends on: variants equal here can share it."""
+    return json.dumps(config.model_dump(mode="json", include={"env", "users", "policy", "evaluation", "seed"}),
+                      sort_keys=True)
+
+
+def run_variants(config: ExperimentConfig, console: Any = None) -> RunResult:
+    """Run every variant of ``config`` into one folder and compare them side by side.
+
+    The base policy is evaluated once per distinct (env, users, policy, evaluation) setting and shared,
+    so every variant is compared on the same users, prompts and seeds. Writes ``comparison.md``,
+    ``comparison.json`` and ``plots/comparison.png``.
+    """
+    from rich.console import Console
+
+    console = console or Console()
+    variants = config.variant_configs()
+    parent = create_run_dir(Path(config.tracking.runs_dir), run_name(config))
+    (parent / "config.yaml").write_text(dump_config(config))
+    console.print(f"[bold]attune[/] {len(variants)} variants of {config.experiment!r} -> [cyan]{parent}[/]")
+    shared: dict[str, dict[str, Any]] = {}
+    rows = []
+    for name, variant in variants:
+        variant = variant.model_copy(update={
+            "tracking": variant.tracking.model_copy(update={"runs_dir": str(parent / "variants"), "name": name}),
+        })
+        console.rule(f"variant {name}: method {variant.method}")
+        key = _base_eval_key(variant)
+        result = run(variant, console, base_eval=shared.get(key))
+        before_file = result.run_dir / "eval_before.json"
+        if key not in shared and before_file.is_file():
+            shared[key] = json.loads(before_file.read_text())
+        rows.append({"variant": name, "method": variant.method, **result.eval})
+    comparison = write_comparison(parent, rows)
+    print_comparison(console, comparison, parent)
+    return RunResult(parent, {"variants": rows})
+
+
+def write_comparison(parent: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    table = []
+    for row in rows:
+        entry = {"variant": row["variant"], "method": row["method"], "train_seconds": row.get("train_seconds"),
+                 "total_seconds": row.get("total_seconds")}
+        if "after" in row:
+            entry |= {
+                "base_mean": row["before"]["mean_utility"], "base_ci95": row["before"]["ci95"],
+                "mean": row["after"]["mean_utility"], "ci95": row["after"]["ci95"],
+                "improvement": row["comparison"]["improvement"],
+                "improvement_ci95": row["comparison"]["improvement_ci95"],
+                "win_rate": row["comparison"]["win_rate"], "win_rate_ci95": row["comparison"]["win_rate_ci95"],
+            }
+        table.append(entry)
+    (parent / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+    lines = [
+        f"# {parent.name}", "",
+        "Held-out users, same prompts and sampling seeds for every variant; mean hidden utility with 95 % CI.", "",
+        "| variant | method | mean utility after | improvement over base | win rate vs base | train time (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for e in table:
+        if "mean" in e:
+            lines.append(f"| {e['variant']} | {e['method']} | {e['mean']:+.3f} ± {e['ci95']:.3f} | "
+                         f"{e['improvement']:+.3f} ± {e['improvement_ci95']:.3f} | "
+                         f"{e['win_rate']:.2f} ± {e['win_rate_ci95']:.2f} | {e['train_seconds']:.0f} |")
+        else:
+            lines.append(f"| {e['variant']} | {e['method']} | (evaluation off) | | | {e['train_seconds']:.0f} |")
+    if table and "base_mean" in table[0]:
+        lines += ["", f"Base policy: {table[0]['base_mean']:+.3f} ± {table[0]['base_ci95']:.3f}."]
+    lines += ["", "![comparison](plots/comparison.png)", ""]
+    (parent / "comparison.md").write_text("\n".join(lines))
+    plot_comparison(parent, table)
+    return table
+
+
+def plot_comparison(parent: Path, table: list[dict[str, Any]]) -> Path | None:
+    rows = [e for e in table if "mean" in e]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows) + 2), 4))
+    x = range(len(rows))
+    ax.bar(x, [e["mean"] for e in rows], yerr=[e["ci95"] for e in rows], capsize=4, color="tab:orange",
+           label="after training")
+    ax.axhline(rows[0]["base_mean"], color="tab:blue", linestyle="--", label="base policy")
+    ax.set_xticks(list(x), [e["variant"] for e in rows], rotation=20)
+    ax.set_ylabel("held-out mean hidden utility (95 % CI)")
+    ax.set_title("personalization methods on the same users")
+    ax.legend()
+    fig.tight_layout()
+    out = parent / "plots" / "comparison.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def print_comparison(console: Any, table: list[dict[str, Any]], parent: Path) -> None:
+    from rich.table import Table
+
+    out = Table(title="variants on the same held-out users, prompts and seeds")
+    for column in ("variant", "method", "mean utility after", "improvement", "win rate vs base", "train s"):
+        out.add_column(column, justify="left" if column in ("variant", "method") else "right")
+    for e in table:
+        if "mean" in e:
+            out.add_row(e["variant"], e["method"], f"{e['mean']:+.3f} ± {e['ci95']:.3f}",
+                        f"{e['improvement']:+.3f} ± {e['improvement_ci95']:.3f}",
+                        f"{e['win_rate']:.2f} ± {e['win_rate_ci95']:.2f}", f"{e['train_seconds']:.0f}")
+        else:
+            out.add_row(e["variant"], e["method"], "-", "-", "-", f"{e['train_seconds']:.0f}")
+    console.print(out)
+    if table and "base_mean" in table[0]:
+        console.print(f"base policy: {table[0]['base_mean']:+.3f} ± {table[0]['base_ci95']:.3f}")
+    console.print(f"comparison: [cyan]{parent / 'comparison.md'}[/]")
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int | None:
+    return int(checkpoint.name.split("-")[-1]) if checkpoint is not None else None
 
 
 def _population(config: ExperimentConfig) -> Any:

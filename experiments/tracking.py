@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +55,41 @@ def _jsonable(value: Any) -> Any:
 class RunTracker:
     """Writes a run's files and mirrors every metric to W&B."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: Path) -> None:
+    def __init__(self, config: ExperimentConfig, run_dir: Path, resume_step: int | None = None) -> None:
+        """Start tracking ``run_dir``; with ``resume_step``, continue it from that training step.
+
+        Resuming drops the metrics logged after the checkpoint (those steps run again), so the history
+        has neither gaps nor duplicates, and continues the same W&B run.
+        """
         self.config = config
         self.run_dir = run_dir
-        (run_dir / "config.yaml").write_text(dump_config(config))
-        self._metrics = (run_dir / "metrics.jsonl").open("a", buffering=1)
-        self.wandb_run = None
         self.last_step = 0
+        metrics_path = run_dir / "metrics.jsonl"
+        if resume_step is None or not (run_dir / "config.yaml").exists():
+            (run_dir / "config.yaml").write_text(dump_config(config))
+        if resume_step is not None and metrics_path.exists():
+            kept = []
+            for line in metrics_path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the kill
+                if record.get("phase") == "eval" or record.get("step", 0) <= resume_step:
+                    kept.append(line)
+            metrics_path.write_text("".join(line + "\n" for line in kept))
+            self.last_step = resume_step
+        self._metrics = metrics_path.open("a", buffering=1)
+        self.wandb_run = None
         if config.tracking.wandb != "disabled":
-            self.wandb_run = self._start_wandb()
+            self.wandb_run = self._start_wandb(resume=resume_step is not None)
 
-    def _start_wandb(self) -> Any:
+    def _start_wandb(self, resume: bool = False) -> Any:
         import wandb
 
+        id_file = self.run_dir / "wandb" / "run_id"
+        run_id = id_file.read_text().strip() if resume and id_file.is_file() else secrets.token_hex(4)
+        id_file.parent.mkdir(exist_ok=True)
+        id_file.write_text(run_id)
         mode = config_mode = self.config.tracking.wandb
         if config_mode == "offline":
             # Belt and braces: nothing in this process may reach for the network.
@@ -79,6 +102,8 @@ class RunTracker:
             dir=str(self.run_dir),
             config=self.config.model_dump(mode="json"),
             mode=mode,
+            id=run_id,
+            resume="allow",
             settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, init_timeout=120),
         )
 
@@ -138,10 +163,18 @@ def tracking_callback(tracker: RunTracker, terms: TermsRecorder) -> Any:
     from transformers import TrainerCallback
 
     class _TrackingCallback(TrainerCallback):
+        # Methods that train in rounds (iterative DPO, SFT per group) run several trainers, each counting
+        # from step 0; the offset keeps the run's step axis increasing.
+        def __init__(self) -> None:
+            self.offset = 0
+
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
             if not logs:
                 return
-            tracker.log({**logs, **terms.drain()}, step=state.global_step)
+            tracker.log({**logs, **terms.drain()}, step=self.offset + state.global_step)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.offset += state.global_step
 
     return _TrackingCallback()
 
@@ -178,8 +211,9 @@ def progress_callback(console: Any = None) -> Any:
             if self.progress is None or not logs:
                 return
             parts = []
-            if "reward" in logs:
-                parts.append(f"reward {logs['reward']:+.3f}")
+            reward = logs.get("reward", logs.get("objective/scores"))  # PPO logs its reward as objective/scores
+            if reward is not None:
+                parts.append(f"reward {reward:+.3f}")
             if "loss" in logs:
                 parts.append(f"loss {logs['loss']:.4f}")
             if parts:

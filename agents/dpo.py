@@ -1,0 +1,113 @@
+"""Iterative DPO from the users' own pairwise choices, with TRL's DPOTrainer.
+
+Each round: the current policy samples two replies to each prompt (opening turns of training users);
+the prompt's own simulated user picks one (Bradley-Terry choice on their noisy utility: the pairwise
+feedback channel, noise included); the chosen/rejected pairs train the policy with DPO. The next round
+samples from the updated policy. ``method_settings``: ``rounds``, ``samples_per_prompt`` (an even
+number: replies are paired 0-1, 2-3, ...), ``max_new_tokens`` and ``temperature`` of the sampling.
+``trainer.max_steps`` is per round. The reference policy is the base model throughout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from agents.policy import generate_replies
+from agents.rollouts import build_prompt_dataset, make_env
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "max_steps": 8,
+    "per_device_train_batch_size": 4,
+    "learning_rate": 1e-5,
+    "beta": 0.1,
+    "max_length": 512,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "report_to": "none",
+}
+METHOD_SETTINGS: dict[str, Any] = {"rounds": 2, "samples_per_prompt": 2, "max_new_tokens": 48, "temperature": 0.9}
+
+
+def trainer_config(settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
+    from trl import DPOConfig
+
+    return build_trl_config(DPOConfig, DEFAULT_SETTINGS, settings, output_dir, seed)
+
+
+def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
+    trainer_config(settings, output_dir, seed)
+
+
+def collect_preferences(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], population: Any, *, samples_per_prompt: int,
+    max_new_tokens: int, temperature: float, noise: float, seed: int,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Sample replies, ask each row's user to choose within pairs; DPO rows and statistics of the round."""
+    conversations = [row["prompt"] for row in rows for _ in range(samples_per_prompt)]
+    replies = generate_replies(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                               temperature=temperature, seed=seed)
+    rng = np.random.default_rng(seed)
+    pairs, agree, margins = [], [], []
+    for i, row in enumerate(rows):
+        user = population.simulated_user(row["user_id"], noise=noise)
+        task = population.task(row["task_id"])
+        mine = replies[i * samples_per_prompt : (i + 1) * samples_per_prompt]
+        for a, b in zip(mine[0::2], mine[1::2]):
+            if a == b:
+                continue  # no preference to learn from identical replies
+            prefers_a = bool(user.choose([a], [b], [task], rng)[0])
+            chosen, rejected = (a, b) if prefers_a else (b, a)
+            expected = user.utility([chosen, rejected], [task, task])
+            agree.append(float(expected[0] >= expected[1]))
+            margins.append(float(expected[0] - expected[1]))
+            pairs.append({
+                "prompt": row["prompt"],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            })
+    stats = {
+        "pairs": float(len(pairs)),
+        "choice_agrees_with_utility": float(np.mean(agree)) if agree else float("nan"),
+        "chosen_minus_rejected_utility": float(np.mean(margins)) if margins else float("nan"),
+    }
+    return pairs, stats
+
+
+def train(job: TrainingJob) -> Any:
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    if job.max_turns > 1:
+        raise TrainerSettingsError("env.max_turns: DPO trains on single replies here; use method: grpo for conversations")
+    options = {**METHOD_SETTINGS, **job.method_settings}
+    if options["samples_per_prompt"] < 2 or options["samples_per_prompt"] % 2:
+        raise TrainerSettingsError("method_settings.samples_per_prompt: use an even number >= 2 (replies are paired)")
+    env = make_env(job.env_id, **job.env_kwargs)
+    model, peft_config = job.model, job.peft_config
+    for round_index in range(int(options["rounds"])):
+        rows = build_prompt_dataset(env, job.n_prompts, seed=job.seed + 1000 * round_index)
+        pairs, stats = collect_preferences(
+            model, job.tokenizer, rows, job.population, samples_per_prompt=int(options["samples_per_prompt"]),
+            max_new_tokens=int(options["max_new_tokens"]), temperature=float(options["temperature"]),
+            noise=float(job.env_kwargs.get("noise", 0.1)), seed=job.seed + round_index,
+        )
+        if job.log is not None:
+            job.log({f"dpo/{k}": v for k, v in stats.items()} | {"dpo/round": round_index + 1})
+        if not pairs:
+            raise RuntimeError("every sampled pair was identical: raise method_settings.temperature")
+        args = trainer_config(job.trainer_settings, job.output_dir / f"round-{round_index + 1}", job.seed + round_index)
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(pairs),
+            processing_class=job.tokenizer,
+            peft_config=peft_config,
+            callbacks=job.callbacks,
+        )
+        finish_trainer_setup(trainer, job)
+        trainer.train()
+        model, peft_config = trainer.model, None  # later rounds continue the same (possibly LoRA) model
+    return model

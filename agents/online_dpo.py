@@ -1,0 +1,61 @@
+"""Online DPO with TRL's OnlineDPOTrainer, the simulated users acting as judges.
+
+For each prompt the current policy samples two replies; the configured reward functions (by default
+``user_feedback``: the row's own user, noise included) say which one that user prefers, and the pair
+trains the policy with the DPO loss against the reference policy. Single-turn only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from agents.rollouts import build_prompt_dataset, make_env
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "max_steps": 20,
+    "per_device_train_batch_size": 4,
+    "max_new_tokens": 48,
+    "learning_rate": 5e-6,
+    "temperature": 0.9,
+    "beta": 0.1,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "report_to": "none",
+}
+
+
+def trainer_config(settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
+    from trl.experimental.online_dpo import OnlineDPOConfig
+
+    return build_trl_config(OnlineDPOConfig, DEFAULT_SETTINGS, settings, output_dir, seed)
+
+
+def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    trainer_config(settings, output_dir, seed)
+
+
+def train(job: TrainingJob) -> Any:
+    from datasets import Dataset
+    from trl.experimental.online_dpo import OnlineDPOTrainer
+
+    if job.max_turns > 1:
+        raise TrainerSettingsError("env.max_turns: online DPO trains single-turn here; use method: grpo for conversations")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    args = trainer_config(job.trainer_settings, job.output_dir, job.seed)
+    args.reward_weights = job.reward_weights
+    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.n_prompts, seed=job.seed)
+    trainer = OnlineDPOTrainer(
+        model=job.model,
+        reward_funcs=job.reward_functions,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=job.tokenizer,
+        peft_config=job.peft_config,
+        callbacks=job.callbacks,
+    )
+    finish_trainer_setup(trainer, job)
+    trainer.train(resume_from_checkpoint=job.resume_from)
+    return trainer.model

@@ -1,0 +1,59 @@
+"""RLOO against the simulated users, with TRL's RLOOTrainer.
+
+REINFORCE with a leave-one-out baseline: several completions per prompt, each scored by the configured
+reward functions (which read the rows' ``user_id`` and ``task_id``), each baselined by the mean of the
+others. Single-turn: prompts are opening turns from ``env.reset``, as for GRPO. RLOOTrainer has no
+``rollout_func`` in TRL 1.12, so multi-turn conversations train with ``method: grpo``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from agents.rollouts import build_prompt_dataset, make_env
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "max_steps": 20,
+    "per_device_train_batch_size": 8,
+    "num_generations": 4,
+    "max_completion_length": 48,
+    "learning_rate": 2e-5,
+    "temperature": 0.9,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "report_to": "none",
+}
+
+
+def trainer_config(settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
+    from trl import RLOOConfig
+
+    return build_trl_config(RLOOConfig, DEFAULT_SETTINGS, settings, output_dir, seed)
+
+
+def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
+    trainer_config(settings, output_dir, seed)
+
+
+def train(job: TrainingJob) -> Any:
+    from datasets import Dataset
+    from trl import RLOOTrainer
+
+    if job.max_turns > 1:
+        raise TrainerSettingsError("env.max_turns: RLOO trains single-turn here; use method: grpo for conversations")
+    args = trainer_config(job.trainer_settings, job.output_dir, job.seed)
+    args.reward_weights = job.reward_weights
+    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.n_prompts, seed=job.seed)
+    trainer = RLOOTrainer(
+        model=job.model,
+        reward_funcs=job.reward_functions,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=job.tokenizer,
+        peft_config=job.peft_config,
+        callbacks=job.callbacks,
+    )
+    finish_trainer_setup(trainer, job)
+    trainer.train(resume_from_checkpoint=job.resume_from)
+    return trainer.model
