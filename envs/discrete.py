@@ -12,7 +12,7 @@ from envs.features import features
 from envs.users import SimulatedUser, Task, UserPopulation
 
 
-def _render(style: str, task: Task) -> str:
+def render_style(style: str, task: Task) -> str:
     """The reply a fixed response style gives to a task (deterministic, on topic through the keywords)."""
     topic = ", ".join(task.keywords[:3])
     subject = task.instruction
@@ -152,7 +152,7 @@ class DiscreteStyleEnv(gym.Env):
         self._observation = np.concatenate(
             [features([message], self.dimensions)[0], self._history_features[user_id]]
         ).astype(np.float32)
-        replies = [_render(style, self._task) for style in RESPONSE_STYLES]
+        replies = [render_style(style, self._task) for style in RESPONSE_STYLES]
         self._expected = self._user.utility(replies, [self._task] * len(replies))
         return self._observation.copy(), self._info()
 
@@ -173,7 +173,7 @@ class DiscreteStyleEnv(gym.Env):
         if not self.action_space.contains(action):
             raise ValueError(f"action must be an integer in [0, {len(RESPONSE_STYLES)}), got {action!r}")
         action = int(action)
-        reply = _render(RESPONSE_STYLES[action], self._task)
+        reply = render_style(RESPONSE_STYLES[action], self._task)
         terms = {k: float(v[0]) for k, v in self._user.utility_terms([reply], [self._task]).items()}
         utility = float(self._user.utility([reply], [self._task], rng=self.np_random)[0])
         rating = int(self._user.rating(np.array([utility]))[0])

@@ -125,6 +125,22 @@ def register_scenario(scenario: Scenario, replace: bool = False) -> None:
     SCENARIOS[scenario.name] = scenario
 
 
+_PHRASES: dict[str, tuple[str, str]] = {
+    # dimension: (wanted when the weight is positive, wanted when negative)
+    "brevity": ("short replies", "long, detailed replies"),
+    "formality": ("a formal, professional tone", "a casual tone"),
+    "technical_depth": ("technical precision", "non-technical language"),
+    "warmth": ("warmth and friendliness", "no pleasantries"),
+    "structure": ("bulleted, structured answers", "plain prose without lists"),
+    "examples": ("concrete examples", "no examples"),
+    "jargon": ("technical terms", "no jargon"),
+    "simplicity": ("simple words and short sentences", "an advanced level of explanation"),
+    "caution": ("careful, safety-minded advice", "direct advice without hedging"),
+    "empathy": ("acknowledgement of their feelings", "facts without sympathy"),
+}
+
+
+
 @dataclasses.dataclass(frozen=True)
 class UserProfile:
     """A simulated user: hidden preference weights over :data:`STYLE_DIMENSIONS`, a group and traits.
@@ -142,6 +158,15 @@ class UserProfile:
     @property
     def dimensions(self) -> tuple[str, ...]:
         return tuple(self.preference_weights)
+
+    def stated_preferences(self, threshold: float = 0.3) -> str:
+        """The preferences this user would state in a settings form: only the strong ones, in plain words."""
+        wants = [
+            _PHRASES[d][0] if w > 0 else _PHRASES[d][1]
+            for d, w in sorted(self.preference_weights.items(), key=lambda item: -abs(item[1]))
+            if abs(w) >= threshold and d in _PHRASES
+        ]
+        return "This user prefers " + ", ".join(wants) + "." if wants else "This user has no strong preferences."
 
     def request_sample_pairs(self) -> list[tuple[str, str]]:
         """``(request, writing sample)`` pairs from the history: a request in the user's words and a text on

@@ -45,14 +45,46 @@ def run_command(
     config: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/configs/quickstart.yaml"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. trainer.max_steps=5"),
 ) -> None:
+    from experiments.runner import run
+
+    _guarded(lambda experiment: run(experiment, console=Console()), config, overrides)
+
+
+COMPARE_HELP = """Train the same method on the same users once per reward, and show where proxies lie.
+
+The config's variants each name the rewards to train on, e.g.
+
+  variants: [{name: utility, rewards: [{name: user_feedback}]}, {name: length, rewards: [{name: length_target}]}]
+
+Reports per reward: gain in the proxy, gain in the users' hidden utility, the gap between them (reward
+hacking), the proxy's correlation with the hidden utility on a fixed probe set, and its cost (ms per 100
+replies). Writes reward_comparison.md/.json and plots/reward_hacking.png in the run folder, and logs to W&B.
+"""
+
+
+@app.command("compare-rewards", help=COMPARE_HELP)
+def compare_rewards_command(
+    config: Path = typer.Argument(..., help="experiment YAML with variants, e.g. experiments/configs/rewards.yaml"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. trainer.max_steps=5"),
+) -> None:
+    from experiments.compare_rewards import compare_rewards
+
+    _guarded(lambda experiment: compare_rewards(experiment, console=Console()), config, overrides)
+
+
+def _guarded(action, config: Path, overrides: Optional[list[str]]) -> None:
+    """Load the config and run ``action``; errors a user can fix are one line and exit code 2."""
     from agents.policy import ModelNotAvailableError
     from experiments.config import ConfigError, load_config
 
-    try:
-        experiment = load_config(config, overrides or [])
-        from experiments.runner import run
+    import os
+    import sys
 
-        run(experiment, console=Console())
+    # As `python -m` does: modules in the current folder (your own rewards) can be named by dotted path.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        action(load_config(config, overrides or []))
     except ConfigError as exc:
         err.print(f"[red]config error:[/] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None

@@ -30,6 +30,9 @@ from experiments.tracking import (
 class RunResult:
     run_dir: Path
     eval: dict[str, Any]
+    reward_functions: list[Any] = dataclasses.field(default_factory=list)
+    """The reward functions the run trained on (built once; reused by compare-rewards)."""
+    variants: list[RunResult] = dataclasses.field(default_factory=list)
 
 
 def _quiet_libraries() -> None:
@@ -56,7 +59,7 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     import agents
     from agents import TrainerSettingsError
     from agents.policy import check_model_available
-    from rewards import RewardLookupError, build_reward
+    from rewards import RewardLookupError, check_reward_params
 
     method = agents.get_method(config.method)
     try:
@@ -76,10 +79,9 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(f"users.groups: {exc}") from None
     terms = TermsRecorder()
-    reward_functions = []
     for i, spec in enumerate(config.rewards):
         try:
-            reward_functions.append(build_reward(spec.name, spec.params, population=None, report=terms))
+            check_reward_params(spec.name, spec.params)
         except RewardLookupError as exc:
             raise ConfigError(f"rewards.{i}: {exc}") from None
     return {"method": method, "terms": terms, "population": population}
@@ -127,7 +129,6 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
     from agents.policy import load_policy
     from agents.rollouts import make_env
     from experiments import evaluate
-    from rewards import build_reward
 
     console = console or Console()
     _quiet_libraries()
@@ -187,7 +188,11 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             tracker.log({"mean_utility": seed_means[0]}, step=0, phase="eval")
             tracker.write_json("eval_before.json", {"episodes": evaluate.episode_records(before), "seed_means": seed_means})
 
-        reward_functions = [build_reward(s.name, s.params, population=population, report=terms) for s in config.rewards]
+        reward_functions = build_rewards(config, population, terms, run_dir)
+        reward_summaries = {f.__name__: f.summary for f in reward_functions if isinstance(getattr(f, "summary", None), dict)}
+        if reward_summaries:
+            tracker.log({f"{name}/{k}": v for name, summary in reward_summaries.items() for k, v in summary.items()},
+                        step=tracker.last_step, phase="rewards")
         trainer_settings = dict(config.trainer)
         if config.checkpoint_every:
             trainer_settings.setdefault("save_strategy", "steps")
@@ -222,6 +227,8 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         tokenizer.save_pretrained(final_dir)
 
         report: dict[str, Any] = {"run_dir": str(run_dir), "method": config.method, "train_seconds": train_seconds}
+        if reward_summaries:
+            report["rewards"] = reward_summaries
         if settings.enabled and before is not None:
             after = play(trained, settings.seed, "evaluating trained policy")
             report["before"] = evaluate.summarize(before)
@@ -244,7 +251,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
     finally:
         tracker.finish(exit_code)
     print_report(console, report, run_dir)
-    return RunResult(run_dir, report)
+    return RunResult(run_dir, report, reward_functions)
 
 
 def _base_eval_key(config: ExperimentConfig) -> str:
@@ -268,7 +275,7 @@ def run_variants(config: ExperimentConfig, console: Any = None) -> RunResult:
     (parent / "config.yaml").write_text(dump_config(config))
     console.print(f"[bold]attune[/] {len(variants)} variants of {config.experiment!r} -> [cyan]{parent}[/]")
     shared: dict[str, dict[str, Any]] = {}
-    rows = []
+    rows, results = [], []
     for name, variant in variants:
         variant = variant.model_copy(update={
             "tracking": variant.tracking.model_copy(update={"runs_dir": str(parent / "variants"), "name": name}),
@@ -280,9 +287,10 @@ def run_variants(config: ExperimentConfig, console: Any = None) -> RunResult:
         if key not in shared and before_file.is_file():
             shared[key] = json.loads(before_file.read_text())
         rows.append({"variant": name, "method": variant.method, **result.eval})
+        results.append(result)
     comparison = write_comparison(parent, rows)
     print_comparison(console, comparison, parent)
-    return RunResult(parent, {"variants": rows})
+    return RunResult(parent, {"variants": rows}, variants=results)
 
 
 def write_comparison(parent: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -364,6 +372,18 @@ def print_comparison(console: Any, table: list[dict[str, Any]], parent: Path) ->
     if table and "base_mean" in table[0]:
         console.print(f"base policy: {table[0]['base_mean']:+.3f} ± {table[0]['base_ci95']:.3f}")
     console.print(f"comparison: [cyan]{parent / 'comparison.md'}[/]")
+
+
+def build_rewards(config: ExperimentConfig, population: Any, terms: Any, run_dir: Path) -> list[Any]:
+    """The configured reward functions, ready for the trainers (learned ones are trained here)."""
+    from agents.policy import resolve_model
+    from rewards import build_reward
+
+    return [
+        build_reward(s.name, s.params, population=population, report=terms, output_dir=run_dir / "rewards" / s.name,
+                     resolve_model=resolve_model)
+        for s in config.rewards
+    ]
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int | None:

@@ -90,10 +90,8 @@ class RunTracker:
         run_id = id_file.read_text().strip() if resume and id_file.is_file() else secrets.token_hex(4)
         id_file.parent.mkdir(exist_ok=True)
         id_file.write_text(run_id)
-        mode = config_mode = self.config.tracking.wandb
-        if config_mode == "offline":
-            # Belt and braces: nothing in this process may reach for the network.
-            os.environ["WANDB_MODE"] = "offline"
+        # mode="offline" is enough: no WANDB_MODE variable, which would make transformers print a banner.
+        mode = self.config.tracking.wandb
         os.environ.setdefault("WANDB_SILENT", "true")
         return wandb.init(
             project=self.config.tracking.project,

@@ -1,0 +1,299 @@
+"""LinUCB: a classic contextual-bandit baseline for the discrete response-style environments.
+
+The discrete variants (``attune/*Discrete-v0``) are contextual bandits: each episode shows the user's
+visible cues ``x`` and asks for one of eight response styles. Disjoint LinUCB (Li et al. 2010, "A
+contextual-bandit approach to personalized news article recommendation") fits one ridge regression per
+arm ``a`` from the contexts it was played in to the rewards it got::
+
+    A_a = ridge * I + sum x x^T        b_a = sum reward * x        theta_a = A_a^-1 b_a
+
+and plays the arm with the highest upper confidence bound on its expected reward::
+
+    ucb_a(x) = theta_a . x + alpha * sqrt(x^T A_a^-1 x)
+
+The bonus shrinks as an arm is tried in similar contexts, so ``alpha`` trades exploring untried
+styles against exploiting the one that looks best. Regret is exact here because the environment
+knows every style's expected utility (``info["regret"]``, ``info["oracle_action"]``).
+
+>>> result = run_linucb("attune/WritingAssistantDiscrete-v0", episodes=300, alpha=1.0, seed=0)
+>>> result["linucb"]["final_mean_regret"] < result["random"]["final_mean_regret"]
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "LinUCB",
+    "make_discrete_env",
+    "play",
+    "summarize",
+    "run_linucb",
+]
+
+
+class LinUCB:
+    """Disjoint LinUCB: one ridge-regression reward model per arm, arms chosen by upper confidence bound.
+
+    Args:
+        n_arms: number of actions (8 response styles in the discrete environments).
+        n_features: length of the context vector (the environment's observation).
+        alpha: width of the confidence bonus; 0 is greedy, larger explores more.
+        ridge: the ridge penalty, i.e. ``A_a`` starts as ``ridge * I``; larger trusts few rewards less.
+        fit_intercept: append a constant 1 to every context, so an arm can be good for everyone
+            (the cues are in [0, 1] and a purely linear model through the origin cannot say that).
+        seed: seeds the random tie-breaking (all arms tie before any reward is seen).
+    """
+
+    def __init__(
+        self,
+        n_arms: int,
+        n_features: int,
+        alpha: float = 1.0,
+        ridge: float = 1.0,
+        fit_intercept: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        if n_arms < 1:
+            raise ValueError(f"n_arms must be at least 1, got {n_arms}")
+        if n_features < 1:
+            raise ValueError(f"n_features must be at least 1, got {n_features}")
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0 (0 is greedy), got {alpha}")
+        if ridge <= 0:
+            raise ValueError(f"ridge must be > 0 so that A_a is invertible, got {ridge}")
+        self.n_arms = n_arms
+        self.n_features = n_features
+        self.alpha = float(alpha)
+        self.ridge = float(ridge)
+        self.fit_intercept = fit_intercept
+        d = n_features + int(fit_intercept)
+        # A_a^-1 is kept directly and updated by Sherman-Morrison: no matrix inverse per step.
+        self.A_inv = np.stack([np.eye(d) / self.ridge for _ in range(n_arms)])
+        self.b = np.zeros((n_arms, d))
+        self.counts = np.zeros(n_arms, dtype=int)
+        self._rng = np.random.default_rng(seed)
+
+    def _context(self, context: Sequence[float] | np.ndarray) -> np.ndarray:
+        x = np.asarray(context, dtype=np.float64).reshape(-1)
+        if x.shape[0] != self.n_features:
+            raise ValueError(f"context has {x.shape[0]} features, this LinUCB was built for n_features={self.n_features}")
+        return np.append(x, 1.0) if self.fit_intercept else x
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Per-arm ridge-regression weights, shape ``(n_arms, d)``."""
+        return np.einsum("aij,aj->ai", self.A_inv, self.b)
+
+    def expected_rewards(self, context: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The fitted reward of every arm in this context (no exploration bonus)."""
+        return self.theta @ self._context(context)
+
+    def upper_confidence_bounds(self, context: Sequence[float] | np.ndarray) -> np.ndarray:
+        """``theta_a . x + alpha * sqrt(x^T A_a^-1 x)`` for every arm ``a``."""
+        x = self._context(context)
+        variance = np.einsum("i,aij,j->a", x, self.A_inv, x)
+        return self.theta @ x + self.alpha * np.sqrt(np.maximum(variance, 0.0))
+
+    def _argmax(self, scores: np.ndarray) -> int:
+        # Ties are broken at random: always taking the first would favour arm 0 until it is tried.
+        best = np.flatnonzero(scores >= scores.max() - 1e-12)
+        return int(self._rng.choice(best))
+
+    def select(self, context: Sequence[float] | np.ndarray) -> int:
+        """The arm to play while learning: highest upper confidence bound."""
+        return self._argmax(self.upper_confidence_bounds(context))
+
+    def greedy(self, context: Sequence[float] | np.ndarray) -> int:
+        """The arm to play once learning is over: highest fitted reward."""
+        return self._argmax(self.expected_rewards(context))
+
+    def update(self, context: Sequence[float] | np.ndarray, arm: int, reward: float) -> None:
+        """Add one observed ``reward`` for ``arm`` in ``context`` to that arm's regression."""
+        if not 0 <= int(arm) < self.n_arms:
+            raise ValueError(f"arm must be in [0, {self.n_arms}), got {arm!r}")
+        arm = int(arm)
+        x = self._context(context)
+        A_inv_x = self.A_inv[arm] @ x
+        self.A_inv[arm] -= np.outer(A_inv_x, A_inv_x) / (1.0 + x @ A_inv_x)
+        self.b[arm] += float(reward) * x
+        self.counts[arm] += 1
+
+
+def make_discrete_env(env_id_or_config: str | dict[str, Any], split: str = "train") -> Any:
+    """A :class:`~envs.discrete.DiscreteStyleEnv` from an env id, a scenario name or a config dict.
+
+    ``split`` is set here (``train`` to learn, ``held_out`` to evaluate), so the config must not name one.
+    """
+    import gymnasium as gym
+
+    import envs
+    from envs.discrete import DiscreteStyleEnv
+
+    if isinstance(env_id_or_config, dict):
+        config = dict(env_id_or_config)
+    elif isinstance(env_id_or_config, str) and "/" in env_id_or_config:
+        if env_id_or_config not in envs.DISCRETE_ENV_IDS:
+            raise ValueError(
+                f"{env_id_or_config!r} is not a discrete-action environment; use one of {', '.join(envs.DISCRETE_ENV_IDS)}"
+            )
+        config = {"scenario": gym.spec(env_id_or_config).kwargs["scenario"]}
+    elif isinstance(env_id_or_config, str):
+        config = {"scenario": env_id_or_config}
+    else:
+        raise TypeError(
+            f"env_id_or_config must be an env id, a scenario name or a config dict, got {type(env_id_or_config).__name__}"
+        )
+    if "split" in config:
+        raise ValueError(
+            f"config names split={config['split']!r}, but the baselines choose the split themselves "
+            "(train to learn, held_out to evaluate); remove 'split' from the config"
+        )
+    return DiscreteStyleEnv(config={**config, "split": split})
+
+
+def play(
+    env: Any,
+    choose: Callable[[np.ndarray], int],
+    seeds: Sequence[int],
+    learn: Callable[[np.ndarray, int, float], None] | None = None,
+) -> dict[str, list[float]]:
+    """Play one-step episodes, one per seed: ``choose(observation) -> action``, then ``learn`` if given.
+
+    Resetting with the same seeds shows every policy the same users, tasks and feedback noise, so
+    differences between policies are not luck of the draw.
+    """
+    rewards: list[float] = []
+    regrets: list[float] = []
+    oracle: list[float] = []
+    for seed in seeds:
+        observation, _ = env.reset(seed=int(seed))
+        action = int(choose(observation))
+        _, reward, _, _, info = env.step(action)
+        if learn is not None:
+            learn(observation, action, reward)
+        rewards.append(float(reward))
+        regrets.append(float(info["regret"]))
+        oracle.append(float(action == info["oracle_action"]))
+    return {"rewards": rewards, "regrets": regrets, "oracle_actions": oracle}
+
+
+def summarize(played: dict[str, list[float]], final_fraction: float | None = None) -> dict[str, Any]:
+    """Per-episode ``rewards`` and ``regrets`` with their means (and over the final part, if asked)."""
+    rewards, regrets = np.asarray(played["rewards"]), np.asarray(played["regrets"])
+    summary: dict[str, Any] = {
+        "rewards": played["rewards"],
+        "regrets": played["regrets"],
+        "mean_reward": float(rewards.mean()),
+        "mean_regret": float(regrets.mean()),
+        "oracle_action_rate": float(np.mean(played["oracle_actions"])),
+    }
+    if final_fraction is not None:
+        tail = max(1, int(round(len(regrets) * final_fraction)))
+        summary["final_mean_reward"] = float(rewards[-tail:].mean())
+        summary["final_mean_regret"] = float(regrets[-tail:].mean())
+    return summary
+
+
+def run_linucb(
+    env_id_or_config: str | dict[str, Any] = "attune/WritingAssistantDiscrete-v0",
+    episodes: int = 500,
+    alpha: float = 1.0,
+    seed: int = 0,
+    *,
+    ridge: float = 1.0,
+    eval_episodes: int = 200,
+    final_fraction: float = 0.2,
+) -> dict[str, Any]:
+    """Learn LinUCB online on the training users, then act greedily on held-out users; compare to random.
+
+    Args:
+        env_id_or_config: a discrete env id (``attune/TutorDiscrete-v0``), a scenario name (``tutor``)
+            or a :class:`~envs.discrete.DiscreteStyleEnv` config dict without ``split``.
+        episodes: one-step episodes to learn from, on the ``train`` split.
+        alpha: LinUCB's exploration width.
+        seed: seeds the episodes (users, tasks, feedback noise), LinUCB's tie-breaking and the random policy.
+        ridge: LinUCB's ridge penalty.
+        eval_episodes: greedy episodes on the ``held_out`` split (0 to skip).
+        final_fraction: the last part of training that ``final_mean_regret`` averages over (0.2: last 20 %).
+
+    Returns:
+        ``{"linucb": ..., "random": ..., "held_out": {"linucb": ..., "random": ...}, "model": LinUCB, ...}``
+        where each policy's entry has per-episode ``rewards`` and ``regrets``, ``mean_reward``,
+        ``mean_regret``, ``oracle_action_rate`` and, for training, ``final_mean_regret`` and
+        ``final_mean_reward``. The random policy plays the same episodes (same seeds).
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if eval_episodes < 0:
+        raise ValueError(f"eval_episodes must be >= 0 (0 skips the held-out evaluation), got {eval_episodes}")
+    if not 0 < final_fraction <= 1:
+        raise ValueError(f"final_fraction must be in (0, 1], e.g. 0.2 for the last 20 %, got {final_fraction}")
+    train_seeds, held_out_seeds, random_seed, tie_seed = np.random.SeedSequence(seed).spawn(4)
+    train_episode_seeds = train_seeds.generate_state(episodes).tolist()
+    held_out_episode_seeds = held_out_seeds.generate_state(max(eval_episodes, 1)).tolist()[:eval_episodes]
+
+    env = make_discrete_env(env_id_or_config, split="train")
+    model = LinUCB(
+        n_arms=int(env.action_space.n),
+        n_features=int(env.observation_space.shape[0]),
+        alpha=alpha,
+        ridge=ridge,
+        seed=int(tie_seed.generate_state(1)[0]),
+    )
+    linucb = play(env, model.select, train_episode_seeds, learn=model.update)
+
+    random_rng = np.random.default_rng(random_seed)
+    n_actions = int(env.action_space.n)
+    random_train = play(env, lambda _: int(random_rng.integers(n_actions)), train_episode_seeds)
+
+    result: dict[str, Any] = {
+        "env": env_id_or_config,
+        "scenario": env.scenario,
+        "episodes": episodes,
+        "alpha": alpha,
+        "ridge": ridge,
+        "seed": seed,
+        "final_fraction": final_fraction,
+        "linucb": summarize(linucb, final_fraction),
+        "random": summarize(random_train, final_fraction),
+        "model": model,
+    }
+    if eval_episodes:
+        held_out_env = make_discrete_env(env_id_or_config, split="held_out")
+        result["held_out"] = {
+            "linucb": summarize(play(held_out_env, model.greedy, held_out_episode_seeds)),
+            "random": summarize(
+                play(held_out_env, lambda _: int(random_rng.integers(n_actions)), held_out_episode_seeds)
+            ),
+        }
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m agents.bandit attune/TutorDiscrete-v0 --episodes 1000``: print LinUCB vs random."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("env", nargs="?", default="attune/WritingAssistantDiscrete-v0", help="env id or scenario name")
+    parser.add_argument("--episodes", type=int, default=500)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-episodes", type=int, default=200)
+    args = parser.parse_args(argv)
+    result = run_linucb(args.env, args.episodes, args.alpha, args.seed, eval_episodes=args.eval_episodes)
+    drop = {"rewards", "regrets"}
+    summary = {
+        "scenario": result["scenario"],
+        "train": {k: {m: v for m, v in result[k].items() if m not in drop} for k in ("linucb", "random")},
+        "held_out": {k: {m: v for m, v in s.items() if m not in drop} for k, s in result.get("held_out", {}).items()},
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

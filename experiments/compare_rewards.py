@@ -1,0 +1,209 @@
+"""``attune compare-rewards``: the same method on the same users, once per reward; where do proxies lie?
+
+Every variant of the config names its ``rewards`` (the proxy the policy is trained on). After the runs,
+for each proxy:
+
+- proxy gain: the proxy's mean on the held-out evaluation replies, after minus before training;
+- utility gain: the users' hidden utility, after minus before (what the proxy is meant to raise);
+- both in standard units (divided by each one's spread on a fixed probe set), and their difference, the
+  **gap**: a proxy that rose much more than the users' utility was hacked;
+- the proxy's correlation with the hidden utility on the probe set (Pearson and Spearman): the same
+  replies for every proxy, namely eight fixed response styles per evaluation prompt plus the base
+  policy's replies;
+- its cost: milliseconds per 100 replies on the probe set.
+
+Written to ``reward_comparison.md``/``.json`` and ``plots/reward_hacking.png`` in the run folder, and
+logged to W&B (a table in a run of its own, grouped with the variants).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.config import ConfigError, ExperimentConfig
+
+
+def _weighted(reward_functions: list[Any], weights: list[float], prompts: list[Any], replies: list[str],
+              columns: dict[str, list[Any]]) -> np.ndarray:
+    """The proxy as the trainer sees it: the weighted sum of the configured reward functions."""
+    completions = [[{"role": "assistant", "content": r}] for r in replies]
+    total = np.zeros(len(replies))
+    for function, weight in zip(reward_functions, weights):
+        values = function(prompts, completions, **columns)
+        total += weight * np.array([0.0 if v is None else float(v) for v in values])
+    return total
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    return ranks
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def probe_set(episodes: list[dict[str, Any]], population: Any) -> dict[str, Any]:
+    """Fixed replies to score every proxy on: 8 response styles per evaluation prompt + the base replies."""
+    from envs.discrete import RESPONSE_STYLES, render_style
+
+    prompts, replies, user_ids, task_ids = [], [], [], []
+    for episode in episodes:
+        user = population.simulated_user(episode["user_id"])
+        task = population.task(episode["task_id"])
+        request = [{"role": "user", "content": user.ask(task)}]
+        for reply in [render_style(style, task) for style in RESPONSE_STYLES] + [episode["replies"][0]]:
+            prompts.append(request)
+            replies.append(reply)
+            user_ids.append(episode["user_id"])
+            task_ids.append(episode["task_id"])
+    utilities = np.array([
+        float(population.simulated_user(u).utility([r], [population.task(t)])[0])
+        for r, u, t in zip(replies, user_ids, task_ids)
+    ])
+    return {"prompts": prompts, "replies": replies, "columns": {"user_id": user_ids, "task_id": task_ids},
+            "utility": utilities}
+
+
+def analyse(result: Any, variant: ExperimentConfig, population: Any) -> dict[str, Any]:
+    """The proxy-vs-utility numbers of one variant's finished run (see the module docstring)."""
+    episodes = json.loads((result.run_dir / "episodes.json").read_text())
+    weights = [spec.weight for spec in variant.rewards]
+    probe = probe_set(episodes["before"], population)
+    started = time.perf_counter()
+    proxy_on_probe = _weighted(result.reward_functions, weights, probe["prompts"], probe["replies"], probe["columns"])
+    cost_ms = (time.perf_counter() - started) * 1000.0 * 100.0 / len(probe["replies"])
+
+    def proxy_of(side: str) -> np.ndarray:
+        rows = episodes[side]
+        prompts = [[{"role": "user", "content": population.simulated_user(e["user_id"]).ask(population.task(e["task_id"]))}]
+                   for e in rows]
+        columns = {"user_id": [e["user_id"] for e in rows], "task_id": [e["task_id"] for e in rows]}
+        return _weighted(result.reward_functions, weights, prompts, [e["replies"][0] for e in rows], columns)
+
+    proxy_gain = float(proxy_of("after").mean() - proxy_of("before").mean())
+    utility_gain = float(result.eval["comparison"]["improvement"])
+    proxy_scale = float(np.std(proxy_on_probe)) or 1.0
+    utility_scale = float(np.std(probe["utility"])) or 1.0
+    return {
+        "variant": result.run_dir.name,
+        "rewards": " + ".join(f"{w:g}*{s.name}" if w != 1 else s.name for s, w in zip(variant.rewards, weights)),
+        "proxy_gain": proxy_gain,
+        "utility_gain": utility_gain,
+        "utility_gain_ci95": float(result.eval["comparison"]["improvement_ci95"]),
+        "proxy_gain_std_units": proxy_gain / proxy_scale,
+        "utility_gain_std_units": utility_gain / utility_scale,
+        "gap_std_units": proxy_gain / proxy_scale - utility_gain / utility_scale,
+        "pearson_with_utility": _correlation(proxy_on_probe, probe["utility"]),
+        "spearman_with_utility": _correlation(_ranks(proxy_on_probe), _ranks(probe["utility"])),
+        "ms_per_100_replies": cost_ms,
+        "win_rate": float(result.eval["comparison"]["win_rate"]),
+    }
+
+
+def compare_rewards(config: ExperimentConfig, console: Any = None) -> tuple[Path, list[dict[str, Any]]]:
+    """Run every variant, then compare their proxies; returns the run folder and one row per variant."""
+    from rich.console import Console
+
+    from experiments.runner import _population, run_variants
+
+    console = console or Console()
+    if not config.variants:
+        raise ConfigError(
+            "compare-rewards: add variants, one per reward to compare, e.g. "
+            "variants: [{name: utility, rewards: [{name: user_feedback}]}, {name: length, rewards: [{name: length_target}]}]"
+        )
+    if not config.evaluation.enabled:
+        raise ConfigError("compare-rewards: evaluation.enabled must be true (the comparison is made on the evaluation)")
+    variant_configs = dict(config.variant_configs())
+    result = run_variants(config, console)
+    rows = []
+    for variant_result in result.variants:
+        variant = variant_configs[variant_result.run_dir.name]
+        rows.append(analyse(variant_result, variant, _population(variant)))
+    write_outputs(result.run_dir, rows, config)
+    print_table(console, rows, result.run_dir)
+    return result.run_dir, rows
+
+
+def write_outputs(folder: Path, rows: list[dict[str, Any]], config: ExperimentConfig) -> None:
+    (folder / "reward_comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [
+        f"# Reward comparison: {folder.name}", "",
+        "Same method, users, prompts and seeds for every reward. Gains are after minus before training on "
+        "held-out users; std units divide by each quantity's spread on a fixed probe set; gap = proxy gain "
+        "- utility gain in std units (large = the proxy was hacked).", "",
+        "| variant | proxy | proxy gain | utility gain (95 % CI) | proxy gain (std) | utility gain (std) | gap (std) "
+        "| corr. with utility (Pearson / Spearman) | ms / 100 replies |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['rewards']} | {r['proxy_gain']:+.3f} | {r['utility_gain']:+.3f} ± {r['utility_gain_ci95']:.3f} "
+            f"| {r['proxy_gain_std_units']:+.2f} | {r['utility_gain_std_units']:+.2f} | {r['gap_std_units']:+.2f} "
+            f"| {r['pearson_with_utility']:+.2f} / {r['spearman_with_utility']:+.2f} | {r['ms_per_100_replies']:.1f} |"
+        )
+    lines += ["", "![reward hacking](plots/reward_hacking.png)", ""]
+    (folder / "reward_comparison.md").write_text("\n".join(lines))
+    plot(folder, rows)
+    log_to_wandb(folder, rows, config)
+
+
+def plot(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows) + 2), 4))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r["proxy_gain_std_units"] for r in rows], 0.4, label="proxy gain")
+    ax.bar(x + 0.2, [r["utility_gain_std_units"] for r in rows], 0.4, label="users' hidden utility gain")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xticks(x, [r["variant"] for r in rows], rotation=15)
+    ax.set_ylabel("gain after training (std units)")
+    ax.set_title("what each reward raised, and what the users got")
+    ax.legend()
+    fig.tight_layout()
+    out = folder / "plots" / "reward_hacking.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def log_to_wandb(folder: Path, rows: list[dict[str, Any]], config: ExperimentConfig) -> None:
+    if config.tracking.wandb == "disabled" or not rows:
+        return
+    import wandb
+
+    run = wandb.init(project=config.tracking.project, name=f"{folder.name}-reward-comparison", group=config.experiment,
+                     dir=str(folder), mode=config.tracking.wandb, config={"variants": [r["variant"] for r in rows]},
+                     settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True))
+    columns = list(rows[0])
+    run.log({"reward_comparison": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
+             "plots/reward_hacking": wandb.Image(str(folder / "plots" / "reward_hacking.png"))})
+    run.finish()
+
+
+def print_table(console: Any, rows: list[dict[str, Any]], folder: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="proxy rewards vs. the users' hidden utility (held-out users)")
+    for column in ("variant", "proxy gain", "utility gain", "gap (std)", "corr. (P/S)", "ms/100"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for r in rows:
+        table.add_row(r["variant"], f"{r['proxy_gain']:+.3f}", f"{r['utility_gain']:+.3f} ± {r['utility_gain_ci95']:.3f}",
+                      f"{r['gap_std_units']:+.2f}", f"{r['pearson_with_utility']:+.2f}/{r['spearman_with_utility']:+.2f}",
+                      f"{r['ms_per_100_replies']:.1f}")
+    console.print(table)
+    console.print(f"reward comparison: [cyan]{folder / 'reward_comparison.md'}[/]")

@@ -1,0 +1,133 @@
+"""A learned Bradley-Terry reward model, trained with TRL's RewardTrainer on the users' pairwise choices.
+
+Data: for sampled (training user, task) pairs, two candidate replies (fixed response styles from the
+discrete environments, some cut short for variety); the user chooses one (Bradley-Terry on their noisy
+utility). The model sees the user's request, phrased in their own style (their only visible cue), and
+the reply, and learns ``score(chosen) > score(rejected)``. Its held-out accuracy is measured on pairs
+from held-out users, against their noisy choices and against their noise-free preferences.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rewards.text import completion_texts
+
+
+def preference_pairs(population: Any, users: Sequence[Any], n_pairs: int, seed: int, noise: float = 0.1) -> list[dict[str, Any]]:
+    """``n_pairs`` conversational preference rows (``chosen``/``rejected`` message lists) from the users' choices."""
+    from envs.discrete import RESPONSE_STYLES, render_style
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    while len(rows) < n_pairs:
+        profile = users[int(rng.integers(len(users)))]
+        task = population.tasks[int(rng.integers(len(population.tasks)))]
+        a, b = rng.choice(len(RESPONSE_STYLES), size=2, replace=False)
+        replies = [render_style(RESPONSE_STYLES[int(i)], task) for i in (a, b)]
+        replies = [r if rng.random() < 0.7 else r[: max(12, int(len(r) * rng.uniform(0.3, 0.9)))] for r in replies]
+        user = population.simulated_user(profile.user_id, noise=noise)
+        prefers_first = bool(user.choose([replies[0]], [replies[1]], [task], rng)[0])
+        chosen, rejected = replies if prefers_first else replies[::-1]
+        request = [{"role": "user", "content": user.ask(task)}]
+        expected = user.utility([chosen, rejected], [task, task])
+        rows.append({
+            "chosen": request + [{"role": "assistant", "content": chosen}],
+            "rejected": request + [{"role": "assistant", "content": rejected}],
+            "truly_better": bool(expected[0] >= expected[1]),
+        })
+    return rows
+
+
+class LearnedRewardModel:
+    """Reward = the learned model's score of (request, reply). Trained when built; see the module docstring."""
+
+    def __init__(
+        self,
+        base_model: str = "tiny-random",
+        pairs: int = 512,
+        held_out_pairs: int = 200,
+        steps: int = 150,
+        batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        seed: int = 0,
+        population: Any = None,
+        resolve_model: Callable[[str], Any] | None = None,
+        output_dir: Any = None,
+        report: Callable[[str, dict[str, float]], None] | None = None,
+    ) -> None:
+        import torch
+        from datasets import Dataset
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from trl import RewardConfig, RewardTrainer
+
+        if population is None or resolve_model is None:
+            raise ValueError("learned_reward_model needs the users' population and resolve_model (the runner passes both)")
+        path = resolve_model(base_model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        model.config.pad_token_id = self.tokenizer.pad_token_id
+        train_rows = preference_pairs(population, population.train_users, pairs, seed)
+        folder = Path(output_dir) if output_dir is not None else None
+        args = RewardConfig(
+            output_dir=str(folder / "reward_model" if folder else Path.cwd() / ".attune-reward-model"),
+            max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+            logging_steps=max(1, steps // 10), save_strategy="no", report_to="none", seed=seed, max_length=256,
+            use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True,
+        )
+        trainer = RewardTrainer(
+            model=model, args=args, processing_class=self.tokenizer,
+            train_dataset=Dataset.from_list([{k: r[k] for k in ("chosen", "rejected")} for r in train_rows]),
+        )
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the run logs what matters: the held-out accuracy below
+        trainer.train()
+        self.model = trainer.model.eval()
+        held_out = preference_pairs(population, population.held_out_users, held_out_pairs, seed + 1)
+        chosen = self.score_messages([r["chosen"] for r in held_out])
+        rejected = self.score_messages([r["rejected"] for r in held_out])
+        wins = chosen > rejected
+        truly = np.array([r["truly_better"] for r in held_out])
+        self.summary = {
+            "heldout_accuracy": float(wins.mean()),
+            "heldout_accuracy_vs_true_preference": float(np.mean(wins == truly)),
+            "train_pairs": float(len(train_rows)),
+            "heldout_pairs": float(len(held_out)),
+        }
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "reward_model.json").write_text(json.dumps({"base_model": base_model, **self.summary}, indent=2))
+        self.report = report
+        self.__name__ = "learned_reward_model"
+
+    def score_messages(self, conversations: Sequence[list[dict[str, str]]], batch_size: int = 32) -> np.ndarray:
+        import torch
+
+        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+        scores = []
+        for start in range(0, len(texts), batch_size):
+            encoded = self.tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
+                                     truncation=True, max_length=256)
+            with torch.no_grad():
+                scores.extend(self.model(**encoded).logits[:, 0].float().tolist())
+        return np.array(scores, dtype=np.float64)
+
+    def __call__(self, prompts: Any, completions: Any, **kwargs: Any) -> list[float | None]:
+        replies = completion_texts(completions, kwargs)
+        conversations = [
+            (list(p) if isinstance(p, list) else [{"role": "user", "content": str(p or "")}])
+            + [{"role": "assistant", "content": r}]
+            for p, r in zip(prompts or [None] * len(replies), replies)
+        ]
+        scores = self.score_messages(conversations)
+        if self.report is not None and len(scores):
+            self.report(self.__name__, {"score": float(scores.mean())})
+        return scores.tolist()
