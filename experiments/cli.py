@@ -72,6 +72,31 @@ def compare_rewards_command(
     _guarded(lambda experiment: compare_rewards(experiment, console=Console()), config, overrides)
 
 
+SWEEP_HELP = """Search over an experiment config with Ray Tune: locally by default, or on a Ray cluster.
+
+The config's sweep block gives the space as dotted keys, the metric and mode, e.g.
+
+  sweep: {space: {trainer.learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}, seeds: [0, 1], metric: mean_utility, mode: max}
+
+Each trial is one attune run (its own run folder and W&B run). Writes sweep_results.md/.json, sorted by the
+metric, and best_config.yaml (runnable with attune run) into <runs_dir>/sweep-<experiment>/.
+"""
+
+
+@app.command("sweep", help=SWEEP_HELP)
+def sweep_command(
+    config: Path = typer.Argument(..., help="experiment YAML with a sweep block, e.g. experiments/configs/sweep.yaml"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. sweep.max_concurrent=2"),
+    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS",
+                                          help="an existing Ray cluster (ray://host:10001 or host:6379); default: local Ray"),
+    resume: bool = typer.Option(False, "--resume", help="continue a killed sweep, keeping its finished trials"),
+) -> None:
+    from experiments.sweep import run_sweep
+
+    _guarded(lambda experiment: run_sweep(experiment, config, address=address, resume=resume, console=Console()),
+             config, overrides)
+
+
 def _guarded(action, config: Path, overrides: Optional[list[str]]) -> None:
     """Load the config and run ``action``; errors a user can fix are one line and exit code 2."""
     from agents.policy import ModelNotAvailableError

@@ -117,6 +117,19 @@ class TrackingSettings(_Section):
     name: str | None = Field(None, description="run name; default <experiment>__<env>__s<seed>__<time>")
 
 
+class SweepSettings(_Section):
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="dotted config key -> {grid|choice: [values]} or {uniform|loguniform|randint: [low, high]}",
+    )
+    seeds: list[int] | None = Field(None, description="a grid over the experiment seed")
+    metric: str = Field("mean_utility", description="what to optimize: mean_utility, improvement, win_rate, ...")
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(1, ge=1, description="samples of the space (each grid point is run num_samples times)")
+    max_concurrent: int = Field(1, ge=1, description="trials at once")
+    trial_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per trial")
+
+
 class ExperimentConfig(_Section):
     experiment: str = Field("experiment", description="a short name for this experiment")
     seed: int = 0
@@ -136,6 +149,7 @@ class ExperimentConfig(_Section):
     resume: bool = Field(False, description="continue the last unfinished run of this experiment from its checkpoint")
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    sweep: SweepSettings | None = Field(None, description="a search over this config with `attune sweep`")
     variants: list[dict[str, Any]] = Field(
         default_factory=list,
         description="run several configurations side by side: each has a name and top-level keys that "

@@ -114,12 +114,15 @@ def find_run_to_resume(config: ExperimentConfig) -> tuple[Path, Path]:
     return run_dir, checkpoints[-1]
 
 
-def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any] | None = None) -> RunResult:
+def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any] | None = None,
+        extra_callbacks: list[Any] | None = None) -> RunResult:
     """Run one experiment; returns the run folder and the evaluation summary.
 
     A config with ``variants`` runs each of them (see :func:`run_variants`). ``base_eval`` reuses an
     evaluation of the base policy (episodes and seed means) made with identical settings.
     """
+    if config.sweep is not None:
+        raise ConfigError("this config has a sweep block: run it with `attune sweep`, or remove sweep: to run it once")
     if config.variants:
         return run_variants(config, console)
     import torch
@@ -215,7 +218,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             resume_from=str(resume_from) if resume_from else None,
             log=lambda metrics: tracker.log(metrics, step=tracker.last_step, phase="method"),
             method_settings=dict(config.method_settings),
-            callbacks=[tracking_callback(tracker, terms), progress_callback(console)],
+            callbacks=[tracking_callback(tracker, terms), progress_callback(console), *(extra_callbacks or [])],
             after_init=[replace_default_progress],
         )
         console.print(f"training with [bold]{config.method}[/] on {len(population.train_users)} training users")
