@@ -9,13 +9,14 @@ STAMP  := $(VENV)/.installed
 THREADS ?= 1
 export OMP_NUM_THREADS ?= $(THREADS)
 
-.PHONY: help install demo test test-slow bench model clean-venv
+.PHONY: help install demo test test-slow bench bench-sweep model clean-venv
 
 help:
 	@echo "make demo       install into .venv and run experiments/configs/quickstart.yaml"
 	@echo "make test       install into .venv and run the test suite (tiny models, a few minutes)"
 	@echo "make test-slow  the slow tests with the embedded SmolLM2 (opt-in)"
 	@echo "make bench      how fast the simulated users score replies (one core)"
+	@echo "make bench-sweep  4 tiny sweep trials one at a time vs. two at a time"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "attune needs Python 3.10+, found " + sys.version.split()[0]'
@@ -46,6 +47,9 @@ test-slow: $(STAMP)
 # Pinned to one core where taskset exists: the target is a one-core figure.
 bench: $(STAMP)
 	$$(command -v taskset >/dev/null && echo taskset -c 0) $(PY) -m experiments.bench_users
+
+bench-sweep: $(STAMP)
+	$(PY) -m experiments.bench_sweep
 
 clean-venv:
 	rm -rf $(VENV)

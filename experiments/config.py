@@ -44,12 +44,7 @@ class EnvSettings(_Section):
     def _registered(cls, value: str) -> str:
         import envs
 
-        if value in envs.DISCRETE_ENV_IDS:
-            raise ValueError(
-                f"{value!r} is a discrete-action variant (for RLlib and bandit baselines); an LLM policy needs "
-                f"a conversation env: {', '.join(envs.TEXT_ENV_IDS)}"
-            )
-        if value not in envs.TEXT_ENV_IDS:
+        if value not in envs.ENV_IDS:
             raise ValueError(f"unknown environment {value!r}; registered: {', '.join(envs.TEXT_ENV_IDS)}")
         return value
 
@@ -137,7 +132,7 @@ class ExperimentConfig(_Section):
     env: EnvSettings = Field(default_factory=EnvSettings)
     users: UserSettings = Field(default_factory=UserSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
-    method: Literal["grpo", "rloo", "ppo", "dpo", "online_dpo", "sft", "prompting"] = "grpo"
+    method: Literal["grpo", "rloo", "ppo", "dpo", "online_dpo", "sft", "prompting", "linucb", "rllib_ppo", "rllib_dqn"] = "grpo"
     method_settings: dict[str, Any] = Field(
         default_factory=dict,
         description="settings of the method itself, outside TRL (dpo: rounds, samples; sft: per; prompting: profile, retrieval_k)",
@@ -177,6 +172,23 @@ class ExperimentConfig(_Section):
         return out
 
     @model_validator(mode="after")
+    def _method_fits_env(self) -> ExperimentConfig:
+        import envs
+
+        baseline = self.method in ("linucb", "rllib_ppo", "rllib_dqn")
+        if baseline and self.env.id not in envs.DISCRETE_ENV_IDS:
+            raise ValueError(
+                f"env.id: method {self.method} picks response styles; use a discrete variant: "
+                + ", ".join(envs.DISCRETE_ENV_IDS)
+            )
+        if not baseline and self.env.id in envs.DISCRETE_ENV_IDS:
+            raise ValueError(
+                f"env.id: {self.env.id!r} is a discrete-action variant (for linucb, rllib_ppo, rllib_dqn); an LLM "
+                f"policy needs a conversation env: {', '.join(envs.TEXT_ENV_IDS)}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_rewards(self) -> ExperimentConfig:
         from rewards import RewardLookupError, get_reward
 
@@ -191,8 +203,11 @@ class ExperimentConfig(_Section):
 def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"]) or "config"
+        location = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
+        if not location:  # a cross-field check: its message starts with the field it is about
+            head, sep, rest = message.partition(": ")
+            location, message = (head, rest) if sep and re.fullmatch(r"[a-z_.0-9]+", head) else ("config", message)
         if error["type"] == "extra_forbidden":
             message = "unknown key; check the spelling (see `attune run --help` for the fields)"
         got = error.get("input")

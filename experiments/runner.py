@@ -125,6 +125,10 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         raise ConfigError("this config has a sweep block: run it with `attune sweep`, or remove sweep: to run it once")
     if config.variants:
         return run_variants(config, console)
+    from experiments.baselines import BASELINE_METHODS, run_baseline
+
+    if config.method in BASELINE_METHODS:
+        return run_baseline(config, console)
     import torch
     from rich.console import Console
 
@@ -286,6 +290,10 @@ def run_variants(config: ExperimentConfig, console: Any = None) -> RunResult:
         console.rule(f"variant {name}: method {variant.method}")
         key = _base_eval_key(variant)
         result = run(variant, console, base_eval=shared.get(key))
+        if "before" not in result.eval:  # baselines and runs without evaluation: listed, not compared
+            rows.append({"variant": name, "method": variant.method, **result.eval})
+            results.append(result)
+            continue
         before_file = result.run_dir / "eval_before.json"
         if key not in shared and before_file.is_file():
             shared[key] = json.loads(before_file.read_text())

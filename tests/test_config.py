@@ -15,11 +15,13 @@ def test_every_bundled_config_parses_and_says_how_to_run_it(path):
     config = load_config(path)
     assert isinstance(config, ExperimentConfig)
     first_line = path.read_text().splitlines()[0]
-    assert first_line == f"# attune run experiments/configs/{path.name}"
+    command = "sweep" if config.sweep else "compare-rewards" if path.name == "rewards.yaml" else "run"
+    assert first_line == f"# attune {command} experiments/configs/{path.name}"
 
 
 def test_bundled_configs_exist():
-    assert {"quickstart.yaml", "tiny.yaml"} <= {p.name for p in CONFIGS}
+    assert {"quickstart.yaml", "tiny.yaml", "methods.yaml", "rewards.yaml", "sweep.yaml", "baselines.yaml"} <= {
+        p.name for p in CONFIGS}
 
 
 def test_overrides_reach_nested_fields_and_lists(tmp_path):

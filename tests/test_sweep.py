@@ -106,3 +106,34 @@ def test_killed_sweep_resumes_keeping_finished_trials(attune_cli, tmp_path):
     assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
     for name, mtime in finished.items():
         assert (trials / name / "eval.json").stat().st_mtime == mtime  # finished trials were kept, not rerun
+
+
+def test_classic_baselines_run_through_the_same_sweep_and_beat_random(local_ray, tmp_path):
+    from experiments.sweep import run_sweep
+
+    config_path = REPO / "experiments" / "configs" / "baselines.yaml"
+    config = load_config(config_path, [
+        f"tracking.runs_dir={tmp_path}", "env.id=attune/TutorDiscrete-v0",
+        "sweep.space={method: {grid: [linucb, rllib_ppo]}}", "users.n_users=40",
+    ])
+    folder, rows = run_sweep(config, config_path)
+    assert {r["method"] for r in rows} == {"linucb", "rllib_ppo"} and all(r["status"] == "done" for r in rows)
+    for row in rows:
+        report = json.loads((Path(row["run_dir"]) / "eval.json").read_text())
+        assert report["held_out_reward"] > report["random_reward"] + 0.1, report
+        assert report["held_out_regret"] < report["random_regret"], report
+        assert list(Path(row["run_dir"]).glob("wandb/offline-run-*"))
+    assert rows[0]["held_out_regret"] <= rows[1]["held_out_regret"]  # sorted by regret, lowest first
+
+
+def test_a_baseline_runs_through_attune_run(attune_cli, tmp_path):
+    result = subprocess.run(
+        [attune_cli, "run", str(REPO / "experiments" / "configs" / "baselines.yaml"), f"tracking.runs_dir={tmp_path}",
+         "sweep=null", "method_settings.episodes=300"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["phase"] == "train"] == list(range(15, 301, 15))
+    assert "uniformly random" in result.stdout

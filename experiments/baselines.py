@@ -1,0 +1,118 @@
+"""Classic baselines on the discrete-action variants: LinUCB (ours) and RLlib PPO / DQN, run like any experiment.
+
+``method: linucb | rllib_ppo | rllib_dqn`` with ``env.id: attune/<Name>Discrete-v0``. The run folder gets
+the resolved config, ``metrics.jsonl`` (reward and regret against the oracle best style as training goes),
+``eval.json`` (held-out users: the learned policy acting greedily vs. a uniformly random policy on the
+same episodes) and a W&B run; so they also run through ``attune sweep`` and ``attune run`` variants.
+``method_settings``: linucb: ``episodes``, ``alpha``, ``eval_episodes``; rllib_*: ``iterations``,
+``eval_episodes``, ``lr``, ``train_batch_size``, ``hidden``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ConfigError, ExperimentConfig
+
+BASELINE_METHODS = ("linucb", "rllib_ppo", "rllib_dqn")
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "linucb": {"episodes": 1000, "alpha": 1.0, "eval_episodes": 200},
+    "rllib_ppo": {"iterations": 8, "eval_episodes": 200, "lr": None, "train_batch_size": None, "hidden": [32]},
+    "rllib_dqn": {"iterations": 8, "eval_episodes": 200, "lr": None, "train_batch_size": None, "hidden": [32]},
+}
+
+
+def env_config(config: ExperimentConfig) -> dict[str, Any]:
+    """The :class:`~envs.discrete.DiscreteStyleEnv` config of a baseline run."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+
+    if config.env.feedback not in ("rating", "utility"):
+        raise ConfigError("env.feedback: the discrete variants answer with 'rating' or 'utility'")
+    return {
+        "scenario": gym.spec(config.env.id).kwargs["scenario"],
+        "n_users": config.users.n_users,
+        "population_seed": config.users.seed,
+        "noise": config.env.noise,
+        "feedback": config.env.feedback,
+    }
+
+
+def check(config: ExperimentConfig) -> dict[str, Any]:
+    allowed = METHOD_SETTINGS[config.method]
+    for key in config.method_settings:
+        if key not in allowed:
+            raise ConfigError(f"method_settings.{key}: not a setting of {config.method}; allowed: {', '.join(allowed)}")
+    return {**allowed, **config.method_settings}
+
+
+def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any:
+    from rich.console import Console
+    from rich.table import Table
+
+    from experiments.report import write_report
+    from experiments.runner import RunResult
+    from experiments.tracking import RunTracker, create_run_dir, run_name
+
+    console = console or Console()
+    options = check(config)
+    settings = env_config(config)
+    run_dir = create_run_dir(Path(config.tracking.runs_dir), run_name(config))
+    tracker = RunTracker(config, run_dir)
+    console.print(f"[bold]attune[/] {config.method} on {config.env.id} -> [cyan]{run_dir}[/]")
+    started = time.perf_counter()
+    exit_code = 1
+    try:
+        if config.method == "linucb":
+            from agents.bandit import run_linucb
+
+            result = run_linucb({**settings}, episodes=int(options["episodes"]), alpha=float(options["alpha"]),
+                                seed=config.seed, eval_episodes=int(options["eval_episodes"]))
+            train, chunk = result["linucb"], max(1, len(result["linucb"]["rewards"]) // 20)
+            for end in range(chunk, len(train["rewards"]) + 1, chunk):
+                window = slice(end - chunk, end)
+                tracker.log({"reward": sum(train["rewards"][window]) / chunk, "regret": sum(train["regrets"][window]) / chunk,
+                             "random_regret": sum(result["random"]["regrets"][window]) / chunk}, step=end)
+            held_out = result.get("held_out", {})
+            policy, random = held_out.get("linucb"), held_out.get("random")
+        else:
+            from agents.rllib import train_rllib
+
+            result = train_rllib(config.method.removeprefix("rllib_"), scenario=settings.pop("scenario"),
+                                 iterations=int(options["iterations"]), seed=config.seed, env_config=settings,
+                                 eval_episodes=int(options["eval_episodes"]), hidden=tuple(options["hidden"]),
+                                 lr=options["lr"], train_batch_size=options["train_batch_size"],
+                                 results_dir=str(run_dir / "rllib"))
+            for row in result["per_iteration"]:
+                tracker.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=int(row["iteration"]))
+            held_out = result.get("held_out", {})
+            policy, random = held_out.get("policy"), held_out.get("random")
+        report: dict[str, Any] = {"run_dir": str(run_dir), "method": config.method, "env": config.env.id,
+                                  "train_seconds": time.perf_counter() - started}
+        if policy is not None and random is not None:
+            keep = ("mean_reward", "mean_regret", "oracle_action_rate")
+            report |= {
+                "held_out_reward": policy["mean_reward"], "held_out_regret": policy["mean_regret"],
+                "random_reward": random["mean_reward"], "random_regret": random["mean_regret"],
+                "held_out": {"policy": {k: policy[k] for k in keep}, "random": {k: random[k] for k in keep}},
+            }
+            tracker.log({"held_out_reward": policy["mean_reward"], "held_out_regret": policy["mean_regret"]},
+                        step=tracker.last_step, phase="eval")
+        tracker.write_json("eval.json", report)
+        tracker.summary({k: v for k, v in report.items() if isinstance(v, (int, float))})
+        write_report(run_dir, report, (run_dir / "config.yaml").read_text())
+        exit_code = 0
+    finally:
+        tracker.finish(exit_code)
+    if "held_out_reward" in report:
+        table = Table(title=f"held-out users, {options['eval_episodes']} episodes")
+        for column in ("policy", "mean reward", "mean regret"):
+            table.add_column(column)
+        table.add_row(config.method, f"{report['held_out_reward']:+.3f}", f"{report['held_out_regret']:.3f}")
+        table.add_row("uniformly random", f"{report['random_reward']:+.3f}", f"{report['random_regret']:.3f}")
+        console.print(table)
+    console.print(f"run folder: [cyan]{run_dir}[/]")
+    return RunResult(run_dir, report)
