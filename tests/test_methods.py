@@ -130,3 +130,16 @@ def test_resume_without_a_run_says_what_to_do(attune_cli, tmp_path):
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2
     assert "resume=true: no unfinished run of experiment 'tiny'" in result.stderr
+
+
+@pytest.mark.parametrize("method", ["rloo", "ppo", "dpo", "online_dpo"])
+def test_methods_train_lora_adapters(attune_cli, tmp_path, method):
+    overrides = [f"method={method}", f"trainer={SMALL_TRAINER[method]}", "policy.lora.r=4", "evaluation.enabled=false"]
+    if method in METHOD_SETTINGS:
+        overrides.append(f"method_settings={METHOD_SETTINGS[method]}")
+    result = subprocess.run([attune_cli, "run", TINY, f"tracking.runs_dir={tmp_path}", *overrides],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    adapter = load_file(run_dir / "checkpoints" / "final" / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # LoRA B starts at zero
