@@ -164,6 +164,8 @@ def plot(folder: Path, rows: list[dict[str, Any]]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from experiments.report import save_figure
+
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows) + 2), 4))
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r["proxy_gain_std_units"] for r in rows], 0.4, label="proxy gain")
@@ -173,12 +175,7 @@ def plot(folder: Path, rows: list[dict[str, Any]]) -> Path:
     ax.set_ylabel("gain after training (std units)")
     ax.set_title("what each reward raised, and what the users got")
     ax.legend()
-    fig.tight_layout()
-    out = folder / "plots" / "reward_hacking.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, folder, "reward_hacking.png")
 
 
 def log_to_wandb(folder: Path, rows: list[dict[str, Any]], config: ExperimentConfig) -> None:

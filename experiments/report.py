@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _save(fig: Any, run_dir: Path, name: str) -> Path:
+def save_figure(fig: Any, run_dir: Path, name: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
@@ -57,7 +57,7 @@ def plot_training(run_dir: Path) -> Path | None:
         ax.set_xlabel("training step")
         ax.set_title("user utility terms (batch mean)")
         ax.legend(fontsize=8)
-    return _save(fig, run_dir, "training_reward.png")
+    return save_figure(fig, run_dir, "training_reward.png")
 
 
 def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
@@ -85,7 +85,7 @@ def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
     ax.set_ylabel("mean hidden utility (95 % CI)")
     ax.set_title("held-out users, before and after training")
     ax.legend()
-    return _save(fig, run_dir, "eval_by_group.png")
+    return save_figure(fig, run_dir, "eval_by_group.png")
 
 
 def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Path:

@@ -349,6 +349,8 @@ def plot_comparison(parent: Path, table: list[dict[str, Any]]) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from experiments.report import save_figure
+
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows) + 2), 4))
     x = range(len(rows))
     ax.bar(x, [e["mean"] for e in rows], yerr=[e["ci95"] for e in rows], capsize=4, color="tab:orange",
@@ -358,12 +360,7 @@ def plot_comparison(parent: Path, table: list[dict[str, Any]]) -> Path | None:
     ax.set_ylabel("held-out mean hidden utility (95 % CI)")
     ax.set_title("personalization methods on the same users")
     ax.legend()
-    fig.tight_layout()
-    out = parent / "plots" / "comparison.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, parent, "comparison.png")
 
 
 def print_comparison(console: Any, table: list[dict[str, Any]], parent: Path) -> None:
