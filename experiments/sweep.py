@@ -94,11 +94,11 @@ def _start_ray(address: str | None, folder: Path) -> bool:
 
     if ray.is_initialized():
         return False
-    # Pitfalls seen here: Ray writes into HOME unless told otherwise, and throwaway local clusters need no auth.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if address:
         ray.init(address=address, log_to_driver=False)
         return True
+    # Pitfalls seen here: Ray writes into HOME unless told otherwise, and a throwaway local cluster needs no auth.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     tmp = os.environ.get("RAY_TMPDIR") or f"/tmp/ray-{os.getuid()}"
     ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False, _temp_dir=tmp)
     return True
