@@ -23,12 +23,15 @@ Overrides use dotted paths into the config, values are YAML scalars, e.g.
 
   attune run experiments/configs/quickstart.yaml trainer.max_steps=5 policy.model=tiny-random
 
-Main fields: experiment, seed, threads; env.{id, max_turns, feedback, noise};
-users.{n_users, held_out_fraction, seed}; policy.{model, lora}; method (grpo); prompts;
-rewards (list of {name, weight, params}: user_feedback, length_target, or package.module:function);
-trainer (passed to TRL's config class, e.g. max_steps, learning_rate, num_generations);
-evaluation.{enabled, prompts, max_new_tokens, temperature, seed, noise_seeds};
-tracking.{runs_dir, wandb (offline|online|disabled), project, name}.
+Main fields: experiment, seed, threads; env.{id, max_turns, feedback (rating|utility|pairwise|critique|implicit),
+reward_mode, noise, patience, drift, inconsistent, adversarial}; users.{n_users, held_out_fraction, seed, groups};
+policy.{model, lora}; method (grpo|rloo|ppo|dpo|online_dpo|sft|prompting; linucb|rllib_ppo|rllib_dqn on the
+discrete variants); method_settings; prompts; rewards (list of {name, weight, params}: user_feedback,
+length_target, keyword_coverage, readability, structure, embedding_similarity, learned_reward_model,
+llm_judge, mixture, user_mixture, or package.module:function); trainer (passed to TRL's config class, e.g.
+max_steps, learning_rate, num_generations); checkpoint_every, resume; evaluation.{enabled, prompts,
+max_new_tokens, temperature, seed, noise_seeds}; tracking.{runs_dir, wandb (offline|online|disabled),
+project, name}; variants (several configurations side by side).
 
 Models: smollm2-135m-instruct (embedded default), tiny-random (tests), a local folder, or a Hugging Face
 id already in the local cache. Results land in runs/<name>/.
