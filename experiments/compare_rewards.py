@@ -183,9 +183,11 @@ def log_to_wandb(folder: Path, rows: list[dict[str, Any]], config: ExperimentCon
         return
     import wandb
 
+    from experiments.tracking import wandb_settings
+
     run = wandb.init(project=config.tracking.project, name=f"{folder.name}-reward-comparison", group=config.experiment,
                      dir=str(folder), mode=config.tracking.wandb, config={"variants": [r["variant"] for r in rows]},
-                     settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True))
+                     settings=wandb_settings())
     columns = list(rows[0])
     run.log({"reward_comparison": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
              "plots/reward_hacking": wandb.Image(str(folder / "plots" / "reward_hacking.png"))})

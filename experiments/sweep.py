@@ -210,11 +210,13 @@ def _log_table(folder: Path, rows: list[dict[str, Any]], config: ExperimentConfi
         return
     import wandb
 
+    from experiments.tracking import wandb_settings
+
     os.environ.setdefault("WANDB_SILENT", "true")
     columns = [c for c in rows[0] if c != "error"]
     run = wandb.init(project=config.tracking.project, name=f"{folder.name}-summary", group=folder.name,
                      dir=str(folder), mode=config.tracking.wandb,
-                     settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True))
+                     settings=wandb_settings())
     run.log({"sweep_results": wandb.Table(columns=columns, data=[[str(r.get(c)) for c in columns] for r in rows])})
     run.finish()
 

@@ -20,6 +20,14 @@ from typing import Any
 from experiments.config import ExperimentConfig, dump_config
 
 
+def wandb_settings() -> Any:
+    """W&B settings for every attune run: no console capture, no system stats, no git probing, and a short
+    finish timeout so that Ctrl-C or an unreachable server never hangs a run (or a sweep's driver) on exit."""
+    import wandb
+
+    return wandb.Settings(console="off", x_disable_stats=True, disable_git=True, init_timeout=120, finish_timeout=30)
+
+
 def run_name(config: ExperimentConfig, now: _dt.datetime | None = None) -> str:
     """``<experiment>__<Env-vN>__s<seed>__<YYYYmmdd-HHMMSS>`` unless the config names the run."""
     if config.tracking.name:
@@ -102,7 +110,7 @@ class RunTracker:
             mode=mode,
             id=run_id,
             resume="allow",
-            settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, init_timeout=120),
+            settings=wandb_settings(),
         )
 
     def log(self, metrics: dict[str, Any], step: int, phase: str = "train") -> None:
