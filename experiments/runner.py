@@ -150,6 +150,11 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         run_dir, resume_from = find_run_to_resume(config)
 
     started = time.perf_counter()
+    if config.env.max_turns == 1 and config.env.feedback != "rating" and not any(
+        s.name == "user_feedback" and s.params.get("channel") == "env" for s in config.rewards
+    ):
+        console.print(f"note: env.feedback={config.env.feedback} shapes evaluation and multi-turn training; to train "
+                      "single-turn on it too, use rewards: [{name: user_feedback, params: {channel: env}}]")
     console.print(f"[bold]attune[/] loading policy [cyan]{config.policy.model}[/]")
     lora = config.policy.lora.model_dump() if config.policy.lora else None
     model, tokenizer, peft_config = load_policy(config.policy.model, lora=lora)
@@ -195,7 +200,8 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             tracker.log({"mean_utility": seed_means[0]}, step=0, phase="eval")
             tracker.write_json("eval_before.json", {"episodes": evaluate.episode_records(before), "seed_means": seed_means})
 
-        reward_functions = build_rewards(config, population, terms, run_dir)
+        reward_functions = build_rewards(config, population, terms, run_dir,
+                                         env_factory=lambda: make_env(config.env.id, **{**env_kwargs, "split": "all"}))
         reward_summaries = {f.__name__: f.summary for f in reward_functions if isinstance(getattr(f, "summary", None), dict)}
         if reward_summaries:
             tracker.log({f"{name}/{k}": v for name, summary in reward_summaries.items() for k, v in summary.items()},
@@ -382,14 +388,14 @@ def print_comparison(console: Any, table: list[dict[str, Any]], parent: Path) ->
     console.print(f"comparison: [cyan]{parent / 'comparison.md'}[/]")
 
 
-def build_rewards(config: ExperimentConfig, population: Any, terms: Any, run_dir: Path) -> list[Any]:
+def build_rewards(config: ExperimentConfig, population: Any, terms: Any, run_dir: Path, env_factory: Any = None) -> list[Any]:
     """The configured reward functions, ready for the trainers (learned ones are trained here)."""
     from agents.policy import resolve_model
     from rewards import build_reward
 
     return [
         build_reward(s.name, s.params, population=population, report=terms, output_dir=run_dir / "rewards" / s.name,
-                     resolve_model=resolve_model)
+                     resolve_model=resolve_model, env_factory=env_factory)
         for s in config.rewards
     ]
 

@@ -77,7 +77,7 @@ def _settable(signature: inspect.Signature, skip_first: int) -> list[str]:
     for i, p in enumerate(signature.parameters.values()):
         if i < skip_first or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.default is p.empty:
             continue
-        if p.name not in ("report", "population", "output_dir", "resolve_model"):
+        if p.name not in ("report", "population", "output_dir", "resolve_model", "env_factory"):
             names.append(p.name)
     return names
 
@@ -100,6 +100,7 @@ def build_reward(
     report: Callable[[str, dict[str, float]], None] | None = None,
     output_dir: Any = None,
     resolve_model: Callable[[str], Any] | None = None,
+    env_factory: Callable[[], Any] | None = None,
 ) -> RewardFunction:
     """A ready reward: ``name`` looked up, ``params`` bound, context injected where the signature asks.
 
@@ -113,7 +114,8 @@ def build_reward(
     params = dict(params or {})
     is_class = inspect.isclass(target)
     signature = inspect.signature(target.__init__ if is_class else target)
-    context = {"population": population, "report": report, "output_dir": output_dir, "resolve_model": resolve_model}
+    context = {"population": population, "report": report, "output_dir": output_dir, "resolve_model": resolve_model,
+               "env_factory": env_factory}
     for key, value in context.items():
         if key in signature.parameters and (value is not None or key == "population"):
             params[key] = value

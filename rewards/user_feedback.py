@@ -11,7 +11,7 @@ import numpy as np
 from envs.users import UserPopulation
 from rewards.text import completion_texts
 
-CHANNELS = ("utility", "expected_utility", "rating")
+CHANNELS = ("utility", "expected_utility", "rating", "env")
 
 
 def _noise(seed: int, user_id: str, text: str, std: float) -> float:
@@ -30,12 +30,16 @@ def user_feedback(
     noise: float = 0.1,
     noise_seed: int = 0,
     report: Callable[[str, dict[str, float]], None] | None = None,
+    env_factory: Callable[[], Any] | None = None,
     **kwargs: Any,
 ) -> list[float | None]:
     """The simulated user's own feedback on each completion, for the row's ``user_id`` and ``task_id``.
 
     Channels: ``utility`` (the user's noisy hidden utility), ``expected_utility`` (noise-free) or
-    ``rating`` (Likert 1..5 of the noisy utility, mapped to ``(rating - 3) / 2``). When a multi-turn
+    ``rating`` (Likert 1..5 of the noisy utility, mapped to ``(rating - 3) / 2``), or ``env``: the
+    environment's own feedback channel (``env.feedback`` in the config: rating, utility, pairwise,
+    critique or implicit, with its noise and unreliable users), one ``reset`` + ``step`` per reply, seeded
+    by the reply so the reward stays a pure function. When a multi-turn
     rollout already collected the environment's feedback (``env_reward`` column, with the episodes' mean
     utility terms in ``env_terms``), that is returned as is.
     ``report`` receives the mean utility terms (per style dimension and relevance) of the batch.
@@ -48,6 +52,20 @@ def user_feedback(
             report("user_feedback", {k: sum(t[k] for t in env_terms) / len(env_terms) for k in env_terms[0]})
         return [float(r) for r in kwargs["env_reward"]]
     texts = completion_texts(completions, kwargs)
+    if channel == "env":
+        if env_factory is None:
+            raise ValueError("user_feedback: channel 'env' needs env_factory (the runner passes it)")
+        values, term_rows = [], []
+        env = env_factory()
+        for text, uid, tid in zip(texts, user_id, task_id, strict=True):
+            env.reset(seed=zlib.crc32(f"{noise_seed}\x00{uid}\x00{tid}\x00{text}".encode("utf-8", "surrogatepass")),
+                      options={"user_id": uid, "task_id": tid})
+            _, reward, _, _, info = env.step(text)
+            values.append(float(reward))
+            term_rows.append(info["terms"])
+        if report is not None and term_rows:
+            report("user_feedback", {k: sum(t[k] for t in term_rows) / len(term_rows) for k in term_rows[0]})
+        return values
     rewards: list[float | None] = []
     term_sums: dict[str, float] = {}
     for text, uid, tid in zip(texts, user_id, task_id, strict=True):

@@ -94,3 +94,23 @@ def test_built_reward_binds_population(population):
     assert reward(None, ["email colleague project " + "x " * 27], user_id=["u0001"], task_id=["write-000"]) == [
         pytest.approx(1.0)
     ]
+
+
+def test_user_feedback_env_channel_follows_the_environments_feedback(population):
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+
+    def factory(feedback):
+        return lambda: gym.make("attune/WritingAssistant-v0", population=population, split="all", feedback=feedback,
+                                noise=0.0).unwrapped
+
+    replies = ["email colleague project " + "x " * 27, "lol!!! " * 20]
+    kwargs = dict(user_id=["u0000", "u0000"], task_id=["write-000"] * 2, population=population, channel="env")
+    implicit = user_feedback(None, replies, env_factory=factory("implicit"), **kwargs)
+    assert set(implicit) <= {1.0, 0.5, 0.0, -1.0} and implicit[0] > implicit[1]
+    pairwise = user_feedback(None, replies, env_factory=factory("pairwise"), **kwargs)
+    assert set(pairwise) <= {1.0, -1.0}
+    assert pairwise == user_feedback(None, replies, env_factory=factory("pairwise"), **kwargs)  # pure function
+    with pytest.raises(ValueError, match="needs env_factory"):
+        user_feedback(None, replies, **kwargs)
