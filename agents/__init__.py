@@ -1,8 +1,14 @@
-"""Policies and training methods. One file per method; each exposes ``check_settings`` and ``train``.
+"""Policies and training methods. One file per method, looked up in :data:`METHODS` by the config's ``method``.
 
-A method's ``train(job)`` takes a :class:`TrainingJob` (the policy, the users' environment, the reward
-functions, the trainer settings) and returns the trained model. Methods are looked up in
-:data:`METHODS` by the config's ``method`` key.
+A method module exposes:
+
+- ``train(job)``: takes a :class:`TrainingJob` (the policy, the users' environment, the reward functions,
+  the trainer settings) and returns the trained model or a :class:`TrainedPolicy`;
+- ``check_settings(settings, output_dir, seed)``: validates the ``trainer:`` settings;
+- ``MULTI_TURN`` and ``RESUMABLE``: whether it trains on whole conversations and can continue from a
+  checkpoint (the runner refuses the config otherwise, before anything slow);
+- optionally ``METHOD_SETTINGS`` (its ``method_settings:`` keys and defaults) and
+  ``check_method_settings(options)``.
 """
 
 from __future__ import annotations
@@ -128,6 +134,19 @@ def finish_trainer_setup(trainer: Any, job: TrainingJob) -> None:
 
 class TrainerSettingsError(ValueError):
     """A ``trainer.<field>`` setting the method's TRL config does not accept."""
+
+
+def method_options(method: ModuleType, settings: dict[str, Any]) -> dict[str, Any]:
+    """A method's ``method_settings``: its defaults updated with the config's, unknown keys refused."""
+    defaults = getattr(method, "METHOD_SETTINGS", {})
+    for key in settings:
+        if key not in defaults:
+            allowed = f"allowed: {', '.join(defaults)}" if defaults else "it has none"
+            raise TrainerSettingsError(f"method_settings.{key}: not a setting of this method; {allowed}")
+    options = {**defaults, **settings}
+    if hasattr(method, "check_method_settings"):
+        method.check_method_settings(options)
+    return options
 
 
 def get_method(name: str) -> ModuleType:

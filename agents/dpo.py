@@ -18,6 +18,8 @@ from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_t
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset, make_env
 
+MULTI_TURN = False
+RESUMABLE = False  # several trainers, one per round
 DEFAULT_SETTINGS: dict[str, Any] = {
     "max_steps": 8,
     "per_device_train_batch_size": 4,
@@ -39,6 +41,13 @@ def trainer_config(settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
 
 def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
     trainer_config(settings, output_dir, seed)
+
+
+def check_method_settings(options: dict[str, Any]) -> None:
+    if options["samples_per_prompt"] < 2 or options["samples_per_prompt"] % 2:
+        raise TrainerSettingsError("method_settings.samples_per_prompt: use an even number >= 2 (replies are paired)")
+    if options["rounds"] < 1:
+        raise TrainerSettingsError("method_settings.rounds: at least 1")
 
 
 def collect_preferences(
@@ -80,11 +89,7 @@ def train(job: TrainingJob) -> Any:
     from datasets import Dataset
     from trl import DPOTrainer
 
-    if job.max_turns > 1:
-        raise TrainerSettingsError("env.max_turns: DPO trains on single replies here; use method: grpo for conversations")
     options = {**METHOD_SETTINGS, **job.method_settings}
-    if options["samples_per_prompt"] < 2 or options["samples_per_prompt"] % 2:
-        raise TrainerSettingsError("method_settings.samples_per_prompt: use an even number >= 2 (replies are paired)")
     env = make_env(job.env_id, **job.env_kwargs)
     model, peft_config = job.model, job.peft_config
     for round_index in range(int(options["rounds"])):

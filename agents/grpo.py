@@ -15,6 +15,8 @@ from agents import TrainingJob, build_trl_config, finish_trainer_setup
 from agents.rollouts import build_prompt_dataset, make_env, make_multi_turn_rollout
 
 # attune's defaults for a CPU-sized run; anything under `trainer:` in the config overrides them.
+MULTI_TURN = True
+RESUMABLE = True
 DEFAULT_SETTINGS: dict[str, Any] = {
     "max_steps": 20,
     "per_device_train_batch_size": 8,

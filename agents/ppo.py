@@ -23,6 +23,9 @@ from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_t
 from agents.policy import chat_prompt_ids
 from agents.rollouts import build_prompt_dataset, make_env
 
+MULTI_TURN = False
+RESUMABLE = False  # TRL 1.12's PPOTrainer cannot resume from a checkpoint
+
 # attune's defaults for a CPU-sized run; anything under `trainer:` in the config overrides them.
 # `max_steps` counts PPO updates (one rollout batch each); it becomes PPOConfig.total_episodes.
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -147,10 +150,6 @@ def train(job: TrainingJob) -> Any:
     from transformers import AutoModelForSequenceClassification
     from trl.experimental.ppo import PPOTrainer
 
-    if job.max_turns > 1:
-        raise TrainerSettingsError("env.max_turns: PPO trains single-turn here; use method: grpo for conversations")
-    if job.resume_from:
-        raise TrainerSettingsError("resume: TRL 1.12's PPOTrainer cannot resume from a checkpoint; start a new run")
     args = trainer_config(job.trainer_settings, job.output_dir, job.seed)
     local_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
     if job.n_prompts < local_batch:

@@ -18,8 +18,17 @@ import numpy as np
 
 from agents import TrainedPolicy, TrainerSettingsError, TrainingJob
 
+MULTI_TURN = True  # nothing to train; evaluation conversations of any length get the system prompt
+RESUMABLE = False
 DEFAULT_SETTINGS: dict[str, Any] = {}
 METHOD_SETTINGS: dict[str, Any] = {"profile": "stated", "retrieval_k": 2}
+def check_method_settings(options: dict[str, Any]) -> None:
+    if options["profile"] not in ("stated", "traits", "none"):
+        raise TrainerSettingsError(f"method_settings.profile: 'stated', 'traits' or 'none', got {options['profile']!r}")
+    if int(options["retrieval_k"]) < 0:
+        raise TrainerSettingsError("method_settings.retrieval_k: 0 (off) or more")
+
+
 def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
     if settings:
         raise TrainerSettingsError(f"trainer.{next(iter(settings))}: prompting trains nothing; remove the trainer: block")
@@ -52,8 +61,6 @@ class HistoryRetriever:
 
 def train(job: TrainingJob) -> TrainedPolicy:
     options = {**METHOD_SETTINGS, **job.method_settings}
-    if options["profile"] not in ("stated", "traits", "none"):
-        raise TrainerSettingsError(f"method_settings.profile: 'stated', 'traits' or 'none', got {options['profile']!r}")
     k = int(options["retrieval_k"])
     population = job.population
     retriever = HistoryRetriever(population) if k > 0 else None

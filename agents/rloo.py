@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from agents import TrainingJob, build_trl_config, finish_trainer_setup
 from agents.rollouts import build_prompt_dataset, make_env
 
+MULTI_TURN = False
+RESUMABLE = True
 DEFAULT_SETTINGS: dict[str, Any] = {
     "max_steps": 20,
     "per_device_train_batch_size": 8,
@@ -40,8 +42,6 @@ def train(job: TrainingJob) -> Any:
     from datasets import Dataset
     from trl import RLOOTrainer
 
-    if job.max_turns > 1:
-        raise TrainerSettingsError("env.max_turns: RLOO trains single-turn here; use method: grpo for conversations")
     args = trainer_config(job.trainer_settings, job.output_dir, job.seed)
     args.reward_weights = job.reward_weights
     rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.n_prompts, seed=job.seed)

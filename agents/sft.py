@@ -14,6 +14,8 @@ from typing import Any
 
 from agents import TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
 
+MULTI_TURN = True  # trains on the users' texts; the adapters then serve conversations of any length
+RESUMABLE = False  # several trainers, one per adapter
 DEFAULT_SETTINGS: dict[str, Any] = {
     "max_steps": 10,
     "per_device_train_batch_size": 4,
@@ -36,6 +38,11 @@ def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None
     trainer_config(settings, output_dir, seed)
 
 
+def check_method_settings(options: dict[str, Any]) -> None:
+    if options["per"] not in ("group", "user"):
+        raise TrainerSettingsError(f"method_settings.per: 'group' or 'user', got {options['per']!r}")
+
+
 def user_texts(users: list[Any]) -> list[dict[str, Any]]:
     """Prompt-completion rows from the users' own request/writing-sample pairs."""
     return [
@@ -51,8 +58,6 @@ def train(job: TrainingJob) -> TrainedPolicy:
     from trl import SFTTrainer
 
     per = {**METHOD_SETTINGS, **job.method_settings}["per"]
-    if per not in ("group", "user"):
-        raise TrainerSettingsError(f"method_settings.per: 'group' or 'user', got {per!r}")
     population = job.population
     if per == "group":
         adapters = {g.name: [u for u in population.train_users if u.group == g.name] for g in population.groups}

@@ -64,15 +64,15 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     method = agents.get_method(config.method)
     try:
         method.check_settings(config.trainer, Path(config.tracking.runs_dir) / "_check", config.seed)
+        agents.method_options(method, dict(config.method_settings))
     except TrainerSettingsError as exc:
-        raise ConfigError(str(exc)) from None
-    allowed = getattr(method, "METHOD_SETTINGS", {})
-    for key in config.method_settings:
-        if key not in allowed:
-            raise ConfigError(
-                f"method_settings.{key}: not a setting of method {config.method!r}; "
-                + (f"allowed: {', '.join(allowed)}" if allowed else "it has none")
-            )
+        raise ConfigError(str(exc).replace("this method", f"method {config.method!r}")) from None
+    if config.env.max_turns > 1 and not method.MULTI_TURN:
+        raise ConfigError(f"env.max_turns: method {config.method} trains on single replies; use method: grpo for "
+                          "conversations, or env.max_turns=1")
+    if config.resume and not method.RESUMABLE:
+        resumable = [name for name in agents.METHODS if agents.get_method(name).RESUMABLE]
+        raise ConfigError(f"resume: method {config.method!r} cannot resume; resumable: {', '.join(resumable)}")
     check_model_available(config.policy.model)
     try:
         population = _population(config)
@@ -85,9 +85,6 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
         except RewardLookupError as exc:
             raise ConfigError(f"rewards.{i}: {exc}") from None
     return {"method": method, "terms": terms, "population": population}
-
-
-RESUMABLE_METHODS = ("grpo", "rloo", "online_dpo")
 
 
 def find_run_to_resume(config: ExperimentConfig) -> tuple[Path, Path]:
@@ -145,8 +142,6 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
     env_kwargs = {"population": population, **config.env.env_kwargs()}
     resume_from: Path | None = None
     if config.resume:
-        if config.method not in RESUMABLE_METHODS:
-            raise ConfigError(f"resume: method {config.method!r} cannot resume; resumable: {', '.join(RESUMABLE_METHODS)}")
         run_dir, resume_from = find_run_to_resume(config)
 
     started = time.perf_counter()
@@ -233,7 +228,10 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         )
         console.print(f"training with [bold]{config.method}[/] on {len(population.train_users)} training users")
         train_started = time.perf_counter()
-        trained = agents.as_policy(method.train(job))
+        try:
+            trained = agents.as_policy(method.train(job))
+        except agents.TrainerSettingsError as exc:  # a setting only the method could judge, e.g. batch vs prompts
+            raise ConfigError(str(exc)) from None
         train_seconds = time.perf_counter() - train_started
         final_dir = run_dir / "checkpoints" / "final"
         trained.save(final_dir)

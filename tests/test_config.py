@@ -75,6 +75,11 @@ def test_file_errors(tmp_path):
         (["trainer.max_stepz=3"], "config error: trainer.max_stepz: not a field of trl.GRPOConfig"),
         (["rewards.0.params.target=3"], "config error: rewards.0: reward 'user_feedback': unknown parameter(s) ['target']"),
         (["policy.model=/no/such/folder"], "model not available: policy.model='/no/such/folder' is not available offline"),
+        (["method=rloo", "env.max_turns=2"], "config error: env.max_turns: method rloo trains on single replies"),
+        (["method=ppo", "trainer={}", "resume=true"], "config error: resume: method 'ppo' cannot resume; resumable: grpo, rloo, online_dpo"),
+        (["method_settings.rounds=2"], "config error: method_settings.rounds: not a setting of method 'grpo'; it has none"),
+        (["method=dpo", "trainer={}", "method_settings.samples_per_prompt=3"],
+         "config error: method_settings.samples_per_prompt: use an even number >= 2"),
     ],
 )
 def test_cli_prints_one_line_error_and_exits_2(overrides, expected, tmp_path):
