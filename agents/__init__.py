@@ -99,6 +99,14 @@ def as_policy(trained: Any) -> TrainedPolicy:
     return trained if isinstance(trained, TrainedPolicy) else TrainedPolicy(trained)
 
 
+COMMON_SETTINGS: dict[str, Any] = {
+    "logging_steps": 1,  # every step reaches metrics.jsonl and W&B
+    "save_strategy": "no",  # checkpoints only with checkpoint_every (the runner sets save_strategy then)
+    "report_to": "none",  # attune's tracker logs to W&B itself, the same way for every method
+}
+"""Settings every TRL config gets from attune, under the method's own defaults and the user's ``trainer:``."""
+
+
 def build_trl_config(config_class: type, defaults: dict[str, Any], settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
     """A TRL config from attune's CPU-sized ``defaults`` and the user's ``trainer:`` settings.
 
@@ -116,7 +124,7 @@ def build_trl_config(config_class: type, defaults: dict[str, Any], settings: dic
         raise TrainerSettingsError(
             f"trainer.{unknown[0]}: not a field of {where}; see the TRL documentation of {name} for the allowed settings"
         )
-    merged = {**defaults, "seed": seed, **settings, "output_dir": str(output_dir)}
+    merged = {**COMMON_SETTINGS, **defaults, "seed": seed, **settings, "output_dir": str(output_dir)}
     if not torch.cuda.is_available():
         merged.setdefault("bf16", False)
         merged["use_cpu"] = True
@@ -130,6 +138,27 @@ def finish_trainer_setup(trainer: Any, job: TrainingJob) -> None:
     """Run the job's after-init hooks (e.g. swap the progress bar) on a freshly built TRL trainer."""
     for callback in job.after_init:
         callback(trainer)
+
+
+def train_reward_trainer(trainer_class: type, args: Any, job: TrainingJob, rows: list[dict[str, Any]], **extra: Any) -> Any:
+    """Train one of TRL's trainers that sample replies to prompts and score them with reward functions
+    (GRPO, RLOO, online DPO): the rows' columns (``user_id``, ``task_id``) reach the rewards. Returns the model."""
+    from datasets import Dataset
+
+    args.reward_weights = job.reward_weights
+    trainer = trainer_class(
+        model=job.model,
+        reward_funcs=job.reward_functions,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=job.tokenizer,
+        peft_config=job.peft_config,
+        callbacks=job.callbacks,
+        **extra,
+    )
+    finish_trainer_setup(trainer, job)
+    trainer.train(resume_from_checkpoint=job.resume_from)
+    return trainer.model
 
 
 class TrainerSettingsError(ValueError):

@@ -26,9 +26,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "learning_rate": 1e-5,
     "beta": 0.1,
     "max_length": 512,
-    "logging_steps": 1,
-    "save_strategy": "no",
-    "report_to": "none",
 }
 METHOD_SETTINGS: dict[str, Any] = {"rounds": 2, "samples_per_prompt": 2, "max_new_tokens": 48, "temperature": 0.9}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agents import TrainingJob, build_trl_config, finish_trainer_setup
+from agents import TrainingJob, build_trl_config, train_reward_trainer
 from agents.rollouts import build_prompt_dataset, make_env, make_multi_turn_rollout
 
 # attune's defaults for a CPU-sized run; anything under `trainer:` in the config overrides them.
@@ -24,9 +24,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "max_completion_length": 48,
     "learning_rate": 2e-5,
     "temperature": 0.9,
-    "logging_steps": 1,
-    "save_strategy": "no",
-    "report_to": "none",
 }
 
 
@@ -42,29 +39,14 @@ def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None
 
 
 def train(job: TrainingJob) -> Any:
-    from datasets import Dataset
     from trl import GRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL 1.12
-    args = trainer_config(job.trainer_settings, job.output_dir, job.seed)
-    args.reward_weights = job.reward_weights
-    env = make_env(job.env_id, **job.env_kwargs)
-    rows = build_prompt_dataset(env, job.n_prompts, seed=job.seed)
+    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.n_prompts, seed=job.seed)
     rollout_func = None
     if job.max_turns > 1:
         rollout_func = make_multi_turn_rollout(
             lambda: make_env(job.env_id, **job.env_kwargs), rows, max_turns=job.max_turns, seed=job.seed
         )
-    trainer = GRPOTrainer(
-        model=job.model,
-        reward_funcs=job.reward_functions,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=job.tokenizer,
-        peft_config=job.peft_config,
-        callbacks=job.callbacks,
-        rollout_func=rollout_func,
-    )
-    finish_trainer_setup(trainer, job)
-    trainer.train(resume_from_checkpoint=job.resume_from)
-    return trainer.model
+    args = trainer_config(job.trainer_settings, job.output_dir, job.seed)
+    return train_reward_trainer(GRPOTrainer, args, job, rows, rollout_func=rollout_func)

@@ -37,9 +37,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "learning_rate": 1e-5,
     "temperature": 0.9,
     "num_sample_generations": 0,
-    "logging_steps": 1,
-    "save_strategy": "no",
-    "report_to": "none",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import TrainingJob, build_trl_config, finish_trainer_setup
+from agents import TrainingJob, build_trl_config, train_reward_trainer
 from agents.rollouts import build_prompt_dataset, make_env
 
 MULTI_TURN = False
@@ -22,9 +22,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "max_completion_length": 48,
     "learning_rate": 2e-5,
     "temperature": 0.9,
-    "logging_steps": 1,
-    "save_strategy": "no",
-    "report_to": "none",
 }
 
 
@@ -39,21 +36,7 @@ def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None
 
 
 def train(job: TrainingJob) -> Any:
-    from datasets import Dataset
     from trl import RLOOTrainer
 
-    args = trainer_config(job.trainer_settings, job.output_dir, job.seed)
-    args.reward_weights = job.reward_weights
     rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.n_prompts, seed=job.seed)
-    trainer = RLOOTrainer(
-        model=job.model,
-        reward_funcs=job.reward_functions,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=job.tokenizer,
-        peft_config=job.peft_config,
-        callbacks=job.callbacks,
-    )
-    finish_trainer_setup(trainer, job)
-    trainer.train(resume_from_checkpoint=job.resume_from)
-    return trainer.model
+    return train_reward_trainer(RLOOTrainer, trainer_config(job.trainer_settings, job.output_dir, job.seed), job, rows)

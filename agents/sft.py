@@ -21,9 +21,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "per_device_train_batch_size": 4,
     "learning_rate": 2e-4,
     "max_length": 512,
-    "logging_steps": 1,
-    "save_strategy": "no",
-    "report_to": "none",
 }
 METHOD_SETTINGS: dict[str, Any] = {"per": "group"}
 
