@@ -88,7 +88,7 @@ def _trainable(values: dict[str, Any], base: dict[str, Any], runs_dir: str, envi
     tune.report(final)
 
 
-def _start_ray(address: str | None, folder: Path) -> bool:
+def _start_ray(address: str | None) -> bool:
     """Connect to ``address`` (an existing cluster) or start a local Ray; True if we started it."""
     import ray
 
@@ -131,7 +131,7 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Training reports come before the evaluation that carries the metric; Tune checks only the final one then.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    started_ray = _start_ray(address, folder)
+    started_ray = _start_ray(address)
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, base=base, runs_dir=str(folder / "trials"), environment=environment),
         {"cpu": sweep.trial_cpus},
