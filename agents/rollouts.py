@@ -63,8 +63,10 @@ def make_multi_turn_rollout(
     For each prompt, the user of that dataset row is reset in a fresh env; the policy replies, the user
     reacts (critique or follow-up), and so on until the user is satisfied or ``max_turns`` replies.
     The completion is every token after the prompt; ``env_mask`` is 1 on the policy's own tokens and 0 on
-    the user's, so the loss never trains the policy to write the user's turns. The episode's mean
-    reward is returned as ``env_reward``, its mean utility terms as ``env_terms``, and the policy's turns as ``assistant_replies`` (both reach the
+    the user's, so the loss never trains the policy to write the user's turns. The episode's return (the
+    sum of its per-turn rewards; with ``reward_mode: episode_end`` that is the one end-of-episode reward,
+    whatever the episode's length) is returned as ``env_reward``, the per-turn mean of its utility terms
+    (a diagnostic) as ``env_terms``, and the policy's turns as ``assistant_replies`` (all three reach the
     reward functions as columns).
     """
     by_prompt = {prompt_key(r["prompt"]): r for r in rows}
@@ -122,12 +124,21 @@ def make_multi_turn_rollout(
             "completion_ids": [e["ids"] for e in episodes],
             "logprobs": None,
             "env_mask": [e["mask"] for e in episodes],
-            "env_reward": [sum(e["rewards"]) / len(e["rewards"]) for e in episodes],
+            "env_reward": [episode_return(e["rewards"]) for e in episodes],
             "env_terms": [_mean_terms(e["terms"]) for e in episodes],
             "assistant_replies": [e["replies"] for e in episodes],
         }
 
     return rollout
+
+
+def episode_return(rewards: list[float]) -> float:
+    """The undiscounted return of one episode: the sum of its per-turn rewards.
+
+    Not their mean: with ``reward_mode: episode_end`` the env pays 0, ..., 0, R, and a mean would turn R
+    into R / turns, punishing a conversation for being long rather than for being bad.
+    """
+    return float(sum(rewards))
 
 
 def _mean_terms(per_turn: list[dict[str, float]]) -> dict[str, float]:

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 
 from agents.policy import load_policy
-from agents.rollouts import build_prompt_dataset, make_env, make_multi_turn_rollout
+from agents.rollouts import build_prompt_dataset, episode_return, make_env, make_multi_turn_rollout
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +59,45 @@ def test_multi_turn_rollout_masks_the_users_tokens(tiny):
         assert tokenizer.decode(prompt_ids).startswith("<|im_start|>system")
     assert all(isinstance(r, float) for r in out["env_reward"])
     assert out["logprobs"] is None
+
+
+def test_episode_end_training_reward_is_the_episode_return_not_its_per_turn_mean(tiny):
+    # Two-turn conversations (never satisfied, never leaving) with the reward paid once at the end: the
+    # training reward must be that end reward, not half of it.
+    model, tokenizer = tiny
+    env_kwargs = dict(max_turns=2, satisfaction_utility=99.0, reward_mode="episode_end", feedback="utility")
+    paid: list[list[float]] = []
+
+    def env_factory():
+        env = make_env("attune/WritingAssistant-v0", **env_kwargs)
+        rewards: list[float] = []
+        paid.append(rewards)
+        step = env.step
+
+        def recording_step(action):
+            out = step(action)
+            rewards.append(out[1])
+            return out
+
+        env.step = recording_step
+        return env
+
+    rows = build_prompt_dataset(make_env("attune/WritingAssistant-v0", **env_kwargs), 3, seed=0)
+    rollout = make_multi_turn_rollout(env_factory, rows, max_turns=2, seed=0)
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(max_completion_length=5, temperature=1.0, top_p=1.0),
+        processing_class=tokenizer,
+        model=model,
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+    )
+    out = rollout([r["prompt"] for r in rows], trainer)
+    assert [len(r) for r in paid] == [2, 2, 2]
+    for rewards, training_reward in zip(paid, out["env_reward"]):
+        first, end = rewards
+        assert first == 0.0 and end != 0.0
+        assert training_reward == pytest.approx(end)
+
+
+def test_episode_return_sums_per_turn_rewards():
+    assert episode_return([0.0, 0.0, 0.9]) == pytest.approx(0.9)
+    assert episode_return([0.5, -0.25, 1.0]) == pytest.approx(1.25)
