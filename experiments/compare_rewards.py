@@ -7,9 +7,9 @@ for each proxy:
 - utility gain: the users' hidden utility, after minus before (what the proxy is meant to raise);
 - both in standard units (divided by each one's spread on a fixed probe set), and their difference, the
   **gap**: a proxy that rose much more than the users' utility was hacked;
-- the proxy's correlation with the hidden utility on the probe set (Pearson and Spearman): the same
-  replies for every proxy, namely eight fixed response styles per evaluation prompt plus the base
-  policy's replies;
+- the proxy's correlation with the hidden utility on the probe set (Pearson, and Spearman with tied
+  ranks averaged, both from scipy): the same replies for every proxy, namely eight fixed response
+  styles per evaluation prompt plus the base policy's replies;
 - its cost: milliseconds per 100 replies on the probe set.
 
 Written to ``reward_comparison.md``/``.json`` and ``plots/reward_hacking.png`` in the run folder, and
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments import stats
 from experiments.config import ConfigError, ExperimentConfig
 
 
@@ -37,19 +38,6 @@ def _weighted(reward_functions: list[Any], weights: list[float], prompts: list[A
         values = function(prompts, completions, **columns)
         total += weight * np.array([0.0 if v is None else float(v) for v in values])
     return total
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values))
-    return ranks
-
-
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def probe_set(episodes: list[dict[str, Any]], population: Any) -> dict[str, Any]:
@@ -94,19 +82,28 @@ def analyse(result: Any, variant: ExperimentConfig, population: Any) -> dict[str
     utility_gain = float(result.eval["comparison"]["improvement"])
     proxy_scale = float(np.std(proxy_on_probe)) or 1.0
     utility_scale = float(np.std(probe["utility"])) or 1.0
+    comparison = result.eval["comparison"]
     return {
         "variant": result.run_dir.name,
         "rewards": " + ".join(f"{w:g}*{s.name}" if w != 1 else s.name for s, w in zip(variant.rewards, weights)),
         "proxy_gain": proxy_gain,
+        "n": int(result.eval["after"]["n"]),
         "utility_gain": utility_gain,
-        "utility_gain_ci95": float(result.eval["comparison"]["improvement_ci95"]),
+        "utility_gain_ci95": float(comparison["improvement_ci95"]),
+        "utility_gain_ci_low": float(comparison["improvement_ci_low"]),
+        "utility_gain_ci_high": float(comparison["improvement_ci_high"]),
+        "utility_gain_interval": comparison["improvement_interval"],
         "proxy_gain_std_units": proxy_gain / proxy_scale,
         "utility_gain_std_units": utility_gain / utility_scale,
         "gap_std_units": proxy_gain / proxy_scale - utility_gain / utility_scale,
-        "pearson_with_utility": _correlation(proxy_on_probe, probe["utility"]),
-        "spearman_with_utility": _correlation(_ranks(proxy_on_probe), _ranks(probe["utility"])),
+        "probe_replies": len(probe["replies"]),
+        "pearson_with_utility": stats.correlation(proxy_on_probe, probe["utility"], "pearson").value,
+        "spearman_with_utility": stats.correlation(proxy_on_probe, probe["utility"], "spearman").value,
         "ms_per_100_replies": cost_ms,
-        "win_rate": float(result.eval["comparison"]["win_rate"]),
+        "win_rate": float(comparison["win_rate"]),
+        "win_rate_ci_low": float(comparison["win_rate_ci_low"]),
+        "win_rate_ci_high": float(comparison["win_rate_ci_high"]),
+        "win_rate_interval": comparison["win_rate_interval"],
     }
 
 
@@ -135,6 +132,18 @@ def compare_rewards(config: ExperimentConfig, console: Any = None) -> tuple[Path
     return result.run_dir, rows
 
 
+def caption(rows: list[dict[str, Any]]) -> str:
+    """n, seeds and the kind of every interval and correlation in the table."""
+    if not rows:
+        return ""
+    ns, probes = sorted({r["n"] for r in rows}), sorted({r["probe_replies"] for r in rows})
+    n_text = f"n = {ns[0]}" if len(ns) == 1 else "n = " + "/".join(map(str, ns))
+    probe_text = "/".join(map(str, probes))
+    return (f"{n_text} held-out conversations per variant, 1 seed per variant; utility gain ± is the half-width "
+            f"of the {rows[0]['utility_gain_interval']}; correlations over {probe_text} probe replies "
+            "(Pearson; Spearman with tied ranks averaged).")
+
+
 def write_outputs(folder: Path, rows: list[dict[str, Any]], config: ExperimentConfig) -> None:
     (folder / "reward_comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
@@ -142,13 +151,15 @@ def write_outputs(folder: Path, rows: list[dict[str, Any]], config: ExperimentCo
         "Same method, users, prompts and seeds for every reward. Gains are after minus before training on "
         "held-out users; std units divide by each quantity's spread on a fixed probe set; gap = proxy gain "
         "- utility gain in std units (large = the proxy was hacked).", "",
-        "| variant | proxy | proxy gain | utility gain (95 % CI) | proxy gain (std) | utility gain (std) | gap (std) "
+        caption(rows), "",
+        "| variant | proxy | proxy gain | utility gain | proxy gain (std) | utility gain (std) | gap (std) "
         "| corr. with utility (Pearson / Spearman) | ms / 100 replies |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['rewards']} | {r['proxy_gain']:+.3f} | {r['utility_gain']:+.3f} ± {r['utility_gain_ci95']:.3f} "
+            f"| {r['variant']} | {r['rewards']} | {r['proxy_gain']:+.3f} "
+            f"| {stats.format_mean(r['utility_gain'], r['utility_gain_ci95'])} "
             f"| {r['proxy_gain_std_units']:+.2f} | {r['utility_gain_std_units']:+.2f} | {r['gap_std_units']:+.2f} "
             f"| {r['pearson_with_utility']:+.2f} / {r['spearman_with_utility']:+.2f} | {r['ms_per_100_replies']:.1f} |"
         )
@@ -197,11 +208,11 @@ def log_to_wandb(folder: Path, rows: list[dict[str, Any]], config: ExperimentCon
 def print_table(console: Any, rows: list[dict[str, Any]], folder: Path) -> None:
     from rich.table import Table
 
-    table = Table(title="proxy rewards vs. the users' hidden utility (held-out users)")
+    table = Table(title="proxy rewards vs. the users' hidden utility (held-out users)", caption=caption(rows) or None)
     for column in ("variant", "proxy gain", "utility gain", "gap (std)", "corr. (P/S)", "ms/100"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for r in rows:
-        table.add_row(r["variant"], f"{r['proxy_gain']:+.3f}", f"{r['utility_gain']:+.3f} ± {r['utility_gain_ci95']:.3f}",
+        table.add_row(r["variant"], f"{r['proxy_gain']:+.3f}", stats.format_mean(r["utility_gain"], r["utility_gain_ci95"]),
                       f"{r['gap_std_units']:+.2f}", f"{r['pearson_with_utility']:+.2f}/{r['spearman_with_utility']:+.2f}",
                       f"{r['ms_per_100_replies']:.1f}")
     console.print(table)

@@ -1,15 +1,21 @@
 """Before/after evaluation on held-out users: the same users, prompts and sampling seeds for both policies.
 
 Scores are the users' noise-free hidden utility (the quantity training is meant to raise), averaged over
-the policy's turns in an episode. Reported: mean with a 95 % confidence interval (normal approximation),
-per-group means (for fairness), the paired improvement with its interval, and the trained policy's win
-rate over the base policy by the users' own pairwise choices (Bradley-Terry, seeded).
+the policy's turns in an episode. Reported (see :mod:`experiments.stats`), each with its n and the name of
+its interval:
+
+- the mean score with a 95 % Student-t interval, overall and per user group (for fairness);
+- the mean episode return of the feedback channel (the sum of the env's per-turn rewards: what training
+  maximizes; with ``reward_mode: episode_end`` it is the single end-of-episode reward);
+- the paired improvement (after minus before, conversation by conversation) with a paired t interval;
+- the win rate of the trained policy over the base policy by the users' own pairwise choices
+  (Bradley-Terry): the headline is the expected win probability, averaged over conversations with a t
+  interval; the wins actually sampled from those probabilities (seeded) come with a Wilson interval.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,18 +24,13 @@ import numpy as np
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset
 from envs.users import UserPopulation
-
-Z_95 = 1.959963984540054
+from experiments import stats
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95 % confidence interval (normal approximation; 0 for n < 2)."""
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 0:
-        return float("nan"), float("nan")
-    if array.size < 2:
-        return float(array.mean()), 0.0
-    return float(array.mean()), float(Z_95 * array.std(ddof=1) / math.sqrt(array.size))
+    """Mean and half-width of its 95 % Student-t confidence interval (NaN half-width for n < 2)."""
+    estimate = stats.mean_interval(values)
+    return estimate.value, estimate.half_width
 
 
 @dataclasses.dataclass
@@ -46,6 +47,11 @@ class EpisodeResult:
     @property
     def score(self) -> float:
         return float(np.mean(self.expected_utilities))
+
+    @property
+    def feedback_return(self) -> float:
+        """The episode's return on the feedback channel: the sum of its per-turn rewards."""
+        return float(np.sum(self.rewards))
 
 
 def build_eval_set(env: Any, n_prompts: int, seed: int) -> list[dict[str, Any]]:
@@ -125,21 +131,25 @@ def run_episodes(
     return [e["result"] for e in live]
 
 
+def _mean_fields(estimate: stats.Estimate, prefix: str = "") -> dict[str, Any]:
+    """``ci95`` (the t half-width, kept for older readers), ``ci_low``, ``ci_high``, ``interval``, ``n``."""
+    return {f"{prefix}ci95": estimate.half_width, **estimate.as_dict(prefix), f"{prefix}n": estimate.n}
+
+
 def summarize(results: list[EpisodeResult]) -> dict[str, Any]:
-    scores = [r.score for r in results]
-    mean, ci = mean_ci(scores)
+    """Mean hidden utility (t interval), per group, feedback return, satisfaction and reply length."""
+    utility = stats.mean_interval([r.score for r in results])
     by_group: dict[str, Any] = {}
     for group in sorted({r.group for r in results}):
-        g_mean, g_ci = mean_ci([r.score for r in results if r.group == group])
-        by_group[group] = {"mean": g_mean, "ci95": g_ci, "n": sum(r.group == group for r in results)}
-    feedback_mean, feedback_ci = mean_ci([float(np.mean(r.rewards)) for r in results])
+        g = stats.mean_interval([r.score for r in results if r.group == group])
+        by_group[group] = {"mean": g.value, **_mean_fields(g)}
+    feedback = stats.mean_interval([r.feedback_return for r in results])
     return {
-        "n": len(results),
-        "mean_utility": mean,
-        "ci95": ci,
+        "mean_utility": utility.value,
+        **_mean_fields(utility),
         "by_group": by_group,
-        "mean_feedback_reward": feedback_mean,
-        "feedback_ci95": feedback_ci,
+        "mean_feedback_return": feedback.value,
+        **_mean_fields(feedback, "feedback_return_"),
         "satisfaction_rate": float(np.mean([r.satisfied for r in results])) if results else float("nan"),
         "mean_reply_words": float(np.mean([len(" ".join(r.replies).split()) for r in results])) if results else 0.0,
     }
@@ -152,11 +162,16 @@ def compare(
     seed: int,
     noise: float,
 ) -> dict[str, Any]:
-    """Paired improvement and pairwise win rate of ``after`` over ``before`` (rows in the same order)."""
+    """Paired improvement and win rate of ``after`` over ``before`` (rows in the same order).
+
+    ``win_rate`` is the expected probability, by each user's Bradley-Terry choice model, that the user
+    prefers the trained policy's first reply to the base policy's, averaged over conversations (t interval,
+    clipped to [0, 1]; ``win_rate_ci95`` is its half-width before clipping). ``sampled_wins`` are choices
+    drawn from those probabilities with ``seed``, their rate with a Wilson interval.
+    """
     if len(before) != len(after):
         raise ValueError("before and after must score the same episodes")
-    diffs = [a.score - b.score for a, b in zip(after, before)]
-    diff_mean, diff_ci = mean_ci(diffs)
+    improvement = stats.paired_difference_interval([a.score for a in after], [b.score for b in before])
     rng = np.random.default_rng(seed)
     wins, probabilities = [], []
     for b, a in zip(before, after):
@@ -166,15 +181,49 @@ def compare(
         utility_after, utility_before = user.utility([a.replies[0], b.replies[0]], [task, task])
         probabilities.append(float(user.choice_probability(utility_after, utility_before)))
         wins.append(int(rng.random() < probabilities[-1]))
-    win_rate, win_ci = mean_ci(wins)
+    # The mean of probabilities lies in [0, 1], so its interval is clipped there; ``win_rate_ci95`` stays
+    # the t half-width before clipping, like every other ``ci95``.
+    expected = stats.mean_interval(probabilities, bounds=(0.0, 1.0),
+                                   what="over per-conversation Bradley-Terry win probabilities")
+    expected_half_width = stats.mean_interval(probabilities).half_width
+    sampled = stats.wilson_interval(sum(wins), len(wins))
     return {
-        "improvement": diff_mean,
-        "improvement_ci95": diff_ci,
-        "win_rate": win_rate,
-        "win_rate_ci95": win_ci,
-        "expected_win_probability": float(np.mean(probabilities)) if probabilities else float("nan"),
+        "n": len(after),
+        "improvement": improvement.value,
+        **_mean_fields(improvement, "improvement_"),
+        "win_rate": expected.value,
+        **_mean_fields(expected, "win_rate_"),
+        "win_rate_ci95": expected_half_width,
+        "expected_win_probability": expected.value,
+        "sampled_wins": int(sum(wins)),
+        "sampled_win_rate": sampled.value,
+        **sampled.as_dict("sampled_win_rate_"),
     }
 
 
 def episode_records(results: list[EpisodeResult]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(r) | {"score": r.score} for r in results]
+
+
+def describe_intervals(before: dict[str, Any], comparison: dict[str, Any] | None = None, seeds: int = 1,
+                       per_variant: bool = False) -> str:
+    """The caption every evaluation table carries: n, seeds and the kind of each interval shown.
+
+    ``before`` is a :func:`summarize` result (``n``, ``interval``), ``comparison`` a :func:`compare` result
+    (``improvement_interval``, ``win_rate_interval``, ``sampled_win_rate_interval``).
+    """
+    n = before["n"]
+    parts = [
+        f"n = {n} held-out conversation{'s' if n != 1 else ''}, {seeds} seed{'s' if seeds != 1 else ''}"
+        + (" per variant" if per_variant else ""),
+        f"± is the half-width of the {before['interval']} (per group over its own n)",
+    ]
+    if comparison is not None:
+        parts += [
+            f"improvement: {comparison['improvement_interval']}",
+            "win rate: the users' Bradley-Terry expected probability of preferring the trained policy, "
+            f"with its {comparison['win_rate_interval']} in brackets",
+            f"sampled wins: choices drawn from those probabilities, with their {comparison['sampled_win_rate_interval']} "
+            "in brackets",
+        ]
+    return "; ".join(parts) + "."

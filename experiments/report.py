@@ -82,7 +82,7 @@ def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
     ax.bar(x + 0.2, a_means, 0.4, yerr=a_cis, capsize=4, label="trained policy")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_xticks(x, labels)
-    ax.set_ylabel("mean hidden utility (95 % CI)")
+    ax.set_ylabel(f"mean hidden utility\n({before['interval']}, n={before['n']} overall)")
     ax.set_title("held-out users, before and after training")
     ax.legend()
     return save_figure(fig, run_dir, "eval_by_group.png")
@@ -90,25 +90,36 @@ def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
 
 def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Path:
     """``report.md``: the numbers, the plots and a few example replies, before and after."""
+    from experiments.evaluate import describe_intervals
+    from experiments.stats import format_interval, format_mean
+
     lines = [f"# {run_dir.name}", ""]
     if "before" in report:
         before, after, comparison = report["before"], report["after"], report["comparison"]
+        sampled = format_interval(comparison["sampled_win_rate"], comparison["sampled_win_rate_ci_low"],
+                                  comparison["sampled_win_rate_ci_high"])
         lines += [
             f"Held-out users: {before['n']} conversations, the same prompts and sampling seeds before and after.",
             "",
+            describe_intervals(before, comparison),
+            "",
             "| metric | base policy | trained policy |",
             "| --- | ---: | ---: |",
-            f"| mean hidden utility (95 % CI) | {before['mean_utility']:+.3f} ± {before['ci95']:.3f} "
-            f"| {after['mean_utility']:+.3f} ± {after['ci95']:.3f} |",
+            f"| mean hidden utility (n={before['n']}) | {format_mean(before['mean_utility'], before['ci95'])} "
+            f"| {format_mean(after['mean_utility'], after['ci95'])} |",
         ]
         for group, b in before["by_group"].items():
             a = after["by_group"][group]
-            lines.append(f"| group {group} (n={b['n']}) | {b['mean']:+.3f} ± {b['ci95']:.3f} | {a['mean']:+.3f} ± {a['ci95']:.3f} |")
+            lines.append(f"| group {group} (n={b['n']}) | {format_mean(b['mean'], b['ci95'])} "
+                         f"| {format_mean(a['mean'], a['ci95'])} |")
         lines += [
-            f"| mean feedback reward | {before['mean_feedback_reward']:+.3f} | {after['mean_feedback_reward']:+.3f} |",
+            f"| mean feedback return per episode | {format_mean(before['mean_feedback_return'], before['feedback_return_ci95'])} "
+            f"| {format_mean(after['mean_feedback_return'], after['feedback_return_ci95'])} |",
             f"| satisfaction rate | {before['satisfaction_rate']:.2f} | {after['satisfaction_rate']:.2f} |",
-            f"| paired improvement | | {comparison['improvement']:+.3f} ± {comparison['improvement_ci95']:.3f} |",
-            f"| win rate vs base (users' pairwise choices) | | {comparison['win_rate']:.2f} ± {comparison['win_rate_ci95']:.2f} |",
+            f"| paired improvement | | {format_mean(comparison['improvement'], comparison['improvement_ci95'])} |",
+            "| win rate vs base (users' pairwise choices, Bradley-Terry expected) | | "
+            f"{format_interval(comparison['win_rate'], comparison['win_rate_ci_low'], comparison['win_rate_ci_high'])} |",
+            f"| sampled wins vs base | | {comparison['sampled_wins']}/{comparison['n']} = {sampled} |",
             "",
         ]
         if "base_seed_to_seed" in report:

@@ -309,39 +309,68 @@ def run_variants(config: ExperimentConfig, console: Any = None) -> RunResult:
 
 
 def write_comparison(parent: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from experiments.stats import format_interval, format_mean
+
     table = []
     for row in rows:
         entry = {"variant": row["variant"], "method": row["method"], "train_seconds": row.get("train_seconds"),
                  "total_seconds": row.get("total_seconds")}
         if "after" in row:
+            before, after, comparison = row["before"], row["after"], row["comparison"]
             entry |= {
-                "base_mean": row["before"]["mean_utility"], "base_ci95": row["before"]["ci95"],
-                "mean": row["after"]["mean_utility"], "ci95": row["after"]["ci95"],
-                "improvement": row["comparison"]["improvement"],
-                "improvement_ci95": row["comparison"]["improvement_ci95"],
-                "win_rate": row["comparison"]["win_rate"], "win_rate_ci95": row["comparison"]["win_rate_ci95"],
+                "n": after["n"], "seeds": 1,
+                "base_mean": before["mean_utility"], "base_ci95": before["ci95"],
+                "mean": after["mean_utility"], "ci95": after["ci95"],
+                "ci_low": after["ci_low"], "ci_high": after["ci_high"], "interval": after["interval"],
+                **{key: comparison[key] for key in comparison if key.startswith(("improvement", "win_rate", "sampled_"))},
             }
         table.append(entry)
     (parent / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
-    lines = [
-        f"# {parent.name}", "",
-        "Held-out users, same prompts and sampling seeds for every variant; mean hidden utility with 95 % CI.", "",
-        "| variant | method | mean utility after | improvement over base | win rate vs base | train time (s) |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+    caption = _comparison_caption(table)
+    lines = [f"# {parent.name}", "", "Held-out users, same prompts and sampling seeds for every variant.", ""]
+    if caption:
+        lines += [caption, ""]
+    lines += [
+        "| variant | method | n | mean utility after | improvement over base | win rate vs base (expected) "
+        "| sampled wins | train time (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for e in table:
         if "mean" in e:
-            lines.append(f"| {e['variant']} | {e['method']} | {e['mean']:+.3f} ± {e['ci95']:.3f} | "
-                         f"{e['improvement']:+.3f} ± {e['improvement_ci95']:.3f} | "
-                         f"{e['win_rate']:.2f} ± {e['win_rate_ci95']:.2f} | {e['train_seconds']:.0f} |")
+            lines.append(
+                f"| {e['variant']} | {e['method']} | {e['n']} | {format_mean(e['mean'], e['ci95'])} "
+                f"| {format_mean(e['improvement'], e['improvement_ci95'])} "
+                f"| {format_interval(e['win_rate'], e['win_rate_ci_low'], e['win_rate_ci_high'])} "
+                f"| {_sampled_wins(e)} | {e['train_seconds']:.0f} |"
+            )
         else:
-            lines.append(f"| {e['variant']} | {e['method']} | (evaluation off) | | | {e['train_seconds']:.0f} |")
+            lines.append(f"| {e['variant']} | {e['method']} | | (evaluation off) | | | | {e['train_seconds']:.0f} |")
     if table and "base_mean" in table[0]:
-        lines += ["", f"Base policy: {table[0]['base_mean']:+.3f} ± {table[0]['base_ci95']:.3f}."]
+        lines += ["", f"Base policy: {format_mean(table[0]['base_mean'], table[0]['base_ci95'])}."]
     lines += ["", "![comparison](plots/comparison.png)", ""]
     (parent / "comparison.md").write_text("\n".join(lines))
     plot_comparison(parent, table)
     return table
+
+
+def _comparison_caption(table: list[dict[str, Any]]) -> str | None:
+    """One caption for a table of variants: n, seeds and interval kinds (see the n column if n differs)."""
+    from experiments.evaluate import describe_intervals
+
+    evaluated = [e for e in table if "mean" in e]
+    if not evaluated:
+        return None
+    caption = describe_intervals(evaluated[0], evaluated[0], seeds=1, per_variant=True)
+    if len({e["n"] for e in evaluated}) > 1:
+        caption += " The variants were evaluated on different numbers of conversations: see the n column."
+    return caption
+
+
+def _sampled_wins(entry: dict[str, Any]) -> str:
+    from experiments.stats import format_interval
+
+    wins = format_interval(entry["sampled_win_rate"], entry["sampled_win_rate_ci_low"], entry["sampled_win_rate_ci_high"])
+    return f"{entry['sampled_wins']}/{entry['n']} = {wins}"
 
 
 def plot_comparison(parent: Path, table: list[dict[str, Any]]) -> Path | None:
@@ -361,7 +390,7 @@ def plot_comparison(parent: Path, table: list[dict[str, Any]]) -> Path | None:
            label="after training")
     ax.axhline(rows[0]["base_mean"], color="tab:blue", linestyle="--", label="base policy")
     ax.set_xticks(list(x), [e["variant"] for e in rows], rotation=20)
-    ax.set_ylabel("held-out mean hidden utility (95 % CI)")
+    ax.set_ylabel(f"held-out mean hidden utility\n({rows[0]['interval']}, n={rows[0]['n']})")
     ax.set_title("personalization methods on the same users")
     ax.legend()
     return save_figure(fig, parent, "comparison.png")
@@ -370,19 +399,23 @@ def plot_comparison(parent: Path, table: list[dict[str, Any]]) -> Path | None:
 def print_comparison(console: Any, table: list[dict[str, Any]], parent: Path) -> None:
     from rich.table import Table
 
-    out = Table(title="variants on the same held-out users, prompts and seeds")
-    for column in ("variant", "method", "mean utility after", "improvement", "win rate vs base", "train s"):
+    from experiments.stats import format_interval, format_mean
+
+    out = Table(title="variants on the same held-out users, prompts and seeds", caption=_comparison_caption(table))
+    for column in ("variant", "method", "n", "mean utility after", "improvement", "win rate vs base", "sampled wins",
+                   "train s"):
         out.add_column(column, justify="left" if column in ("variant", "method") else "right")
     for e in table:
         if "mean" in e:
-            out.add_row(e["variant"], e["method"], f"{e['mean']:+.3f} ± {e['ci95']:.3f}",
-                        f"{e['improvement']:+.3f} ± {e['improvement_ci95']:.3f}",
-                        f"{e['win_rate']:.2f} ± {e['win_rate_ci95']:.2f}", f"{e['train_seconds']:.0f}")
+            out.add_row(e["variant"], e["method"], str(e["n"]), format_mean(e["mean"], e["ci95"]),
+                        format_mean(e["improvement"], e["improvement_ci95"]),
+                        format_interval(e["win_rate"], e["win_rate_ci_low"], e["win_rate_ci_high"]),
+                        _sampled_wins(e), f"{e['train_seconds']:.0f}")
         else:
-            out.add_row(e["variant"], e["method"], "-", "-", "-", f"{e['train_seconds']:.0f}")
+            out.add_row(e["variant"], e["method"], "-", "-", "-", "-", "-", f"{e['train_seconds']:.0f}")
     console.print(out)
     if table and "base_mean" in table[0]:
-        console.print(f"base policy: {table[0]['base_mean']:+.3f} ± {table[0]['base_ci95']:.3f}")
+        console.print(f"base policy: {format_mean(table[0]['base_mean'], table[0]['base_ci95'])}")
     console.print(f"comparison: [cyan]{parent / 'comparison.md'}[/]")
 
 
@@ -439,28 +472,36 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def print_report(console: Any, report: dict[str, Any], run_dir: Path) -> None:
     from rich.table import Table
 
+    from experiments.evaluate import describe_intervals
+    from experiments.stats import format_interval, format_mean
+
     if "before" not in report:
         console.print(f"[green]done[/] (evaluation disabled) -> {run_dir}")
         return
     before, after, comparison = report["before"], report["after"], report["comparison"]
-    table = Table(title=f"held-out users: {before['n']} conversations, same prompts and seeds")
+    table = Table(title=f"held-out users: {before['n']} conversations, same prompts and seeds",
+                  caption=describe_intervals(before, comparison))
     table.add_column("metric")
     table.add_column("base policy", justify="right")
     table.add_column("trained policy", justify="right")
     table.add_row(
         "mean user reward (hidden utility)",
-        f"{before['mean_utility']:+.3f} ± {before['ci95']:.3f}",
-        f"{after['mean_utility']:+.3f} ± {after['ci95']:.3f}",
+        format_mean(before["mean_utility"], before["ci95"]),
+        format_mean(after["mean_utility"], after["ci95"]),
     )
     for group in before["by_group"]:
         b, a = before["by_group"][group], after["by_group"][group]
-        table.add_row(f"  group {group} (n={b['n']})", f"{b['mean']:+.3f} ± {b['ci95']:.3f}", f"{a['mean']:+.3f} ± {a['ci95']:.3f}")
-    table.add_row("mean feedback reward", f"{before['mean_feedback_reward']:+.3f}", f"{after['mean_feedback_reward']:+.3f}")
+        table.add_row(f"  group {group} (n={b['n']})", format_mean(b["mean"], b["ci95"]), format_mean(a["mean"], a["ci95"]))
+    table.add_row("mean feedback return (per episode)",
+                  format_mean(before["mean_feedback_return"], before["feedback_return_ci95"]),
+                  format_mean(after["mean_feedback_return"], after["feedback_return_ci95"]))
     table.add_row("mean reply length (words)", f"{before['mean_reply_words']:.1f}", f"{after['mean_reply_words']:.1f}")
-    table.add_row(
-        "improvement (paired)", "", f"{comparison['improvement']:+.3f} ± {comparison['improvement_ci95']:.3f}"
-    )
-    table.add_row("win rate vs base (users' choices)", "", f"{comparison['win_rate']:.2f} ± {comparison['win_rate_ci95']:.2f}")
+    table.add_row("improvement (paired)", "", format_mean(comparison["improvement"], comparison["improvement_ci95"]))
+    table.add_row("win rate vs base (users' choices, expected)", "",
+                  format_interval(comparison["win_rate"], comparison["win_rate_ci_low"], comparison["win_rate_ci_high"]))
+    sampled = format_interval(comparison["sampled_win_rate"], comparison["sampled_win_rate_ci_low"],
+                              comparison["sampled_win_rate_ci_high"])
+    table.add_row("sampled wins vs base", "", f"{comparison['sampled_wins']}/{comparison['n']} = {sampled}")
     if "base_seed_to_seed" in report:
         table.add_row("base seed-to-seed std of the mean", f"{report['base_seed_to_seed']['std']:.3f}", "")
     console.print(table)
