@@ -7,8 +7,8 @@ A method module exposes:
 - ``check_settings(settings, output_dir, seed)``: validates the ``trainer:`` settings;
 - ``MULTI_TURN`` and ``RESUMABLE``: whether it trains on whole conversations and can continue from a
   checkpoint (the runner refuses the config otherwise, before anything slow);
-- optionally ``METHOD_SETTINGS`` (its ``method_settings:`` keys and defaults) and
-  ``check_method_settings(options)``.
+- optionally ``Settings``: a :class:`MethodSettings` subclass, the typed ``method_settings:`` of the
+  method (field types, bounds, defaults and descriptions; a bad value is a one-line config error).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 METHODS: dict[str, str] = {
     "grpo": "agents.grpo",
@@ -52,8 +54,9 @@ class TrainingJob:
     """A checkpoint folder to continue training from (``attune run ... resume=true``)."""
     log: Any = None
     """``log(metrics: dict)``: record method-specific metrics (e.g. per DPO round) in the run."""
-    method_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """The config's ``method_settings:``, for what a method decides outside its TRL config."""
+    method_settings: Any = dataclasses.field(default_factory=dict)
+    """The config's ``method_settings:`` (the method's validated ``Settings``, or a mapping that its
+    ``Settings.of`` validates), for what a method decides outside its TRL config."""
     callbacks: list[Any] = dataclasses.field(default_factory=list)
     after_init: list[Any] = dataclasses.field(default_factory=list)
     """Functions called with the TRL trainer once it is built (e.g. to swap its progress bar)."""
@@ -165,17 +168,55 @@ class TrainerSettingsError(ValueError):
     """A ``trainer.<field>`` setting the method's TRL config does not accept."""
 
 
-def method_options(method: ModuleType, settings: dict[str, Any]) -> dict[str, Any]:
-    """A method's ``method_settings``: its defaults updated with the config's, unknown keys refused."""
-    defaults = getattr(method, "METHOD_SETTINGS", {})
-    for key in settings:
-        if key not in defaults:
-            allowed = f"allowed: {', '.join(defaults)}" if defaults else "it has none"
-            raise TrainerSettingsError(f"method_settings.{key}: not a setting of this method; {allowed}")
-    options = {**defaults, **settings}
-    if hasattr(method, "check_method_settings"):
-        method.check_method_settings(options)
-    return options
+class MethodSettings(BaseModel):
+    """Base of every method's typed ``method_settings:``. Unknown keys and bad values are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def of(cls, settings: Any) -> Any:
+        """``settings`` (a mapping, e.g. the config's ``method_settings:``) validated, defaults filled in.
+
+        Errors are one :class:`TrainerSettingsError` naming ``method_settings.<field>``, what is allowed
+        and what was given.
+        """
+        return _validate_settings(cls, settings)
+
+
+def method_options(method: ModuleType, settings: Any) -> MethodSettings:
+    """A method's validated ``method_settings`` (its ``Settings`` model; a method without one takes none)."""
+    return _validate_settings(getattr(method, "Settings", MethodSettings), settings)
+
+
+def _validate_settings(model: type[MethodSettings], settings: Any) -> MethodSettings:
+    if isinstance(settings, model):
+        return settings
+    try:
+        return model.model_validate(dict(settings or {}))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if not field:  # a check across fields: its message starts with the field it is about
+            field, _, message = message.partition(": ")
+            raise TrainerSettingsError(f"method_settings.{field}: {message}") from None
+        if error["type"] == "extra_forbidden":
+            fields = list(model.model_fields)
+            allowed = f"allowed: {', '.join(fields)}" if fields else "this method has none"
+            raise TrainerSettingsError(f"method_settings.{field}: not a setting of this method; {allowed}") from None
+        raise TrainerSettingsError(f"method_settings.{field}: {message} (got {error.get('input')!r})") from None
+
+
+def describe_settings(method: ModuleType) -> str:
+    """``name (default): description`` for each of a method's ``method_settings``, for help texts."""
+    model: type[MethodSettings] = getattr(method, "Settings", MethodSettings)
+    parts = []
+    for name, field in model.model_fields.items():
+        text = f"{name}={field.default!r}"
+        if field.description:
+            text += f" ({field.description})"
+        parts.append(text)
+    return "; ".join(parts) or "none"
 
 
 def get_method(name: str) -> ModuleType:

@@ -28,14 +28,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import Field
+
+from agents import MethodSettings
 
 __all__ = [
     "LinUCB",
+    "LinUCBSettings",
     "make_discrete_env",
     "play",
     "summarize",
     "run_linucb",
 ]
+
+
+class LinUCBSettings(MethodSettings):
+    """``method_settings:`` of ``method: linucb``."""
+
+    episodes: int = Field(1000, ge=1, description="training episodes (one reply each)")
+    alpha: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="width of the confidence bonus; 0 = greedy")
+    eval_episodes: int = Field(200, ge=0, description="greedy held-out episodes (0 skips the held-out evaluation)")
 
 
 class LinUCB:

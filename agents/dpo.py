@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from agents import MethodSettings, TrainingJob, build_trl_config, finish_trainer_setup
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset, make_env
 
@@ -27,7 +28,19 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "beta": 0.1,
     "max_length": 512,
 }
-METHOD_SETTINGS: dict[str, Any] = {"rounds": 2, "samples_per_prompt": 2, "max_new_tokens": 48, "temperature": 0.9}
+
+
+class Settings(MethodSettings):
+    rounds: int = Field(2, ge=1, description="sample-choose-train rounds; the next round samples the updated policy")
+    samples_per_prompt: int = Field(2, ge=2, description="replies sampled per prompt, paired 0-1, 2-3, ...")
+    max_new_tokens: int = Field(48, ge=1, description="length limit of the sampled replies")
+    temperature: float = Field(0.9, gt=0.0, allow_inf_nan=False, description="sampling temperature of the replies")
+
+    @model_validator(mode="after")
+    def _even(self) -> "Settings":
+        if self.samples_per_prompt % 2:
+            raise ValueError("samples_per_prompt: use an even number (replies are paired)")
+        return self
 
 
 def trainer_config(settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
@@ -38,13 +51,6 @@ def trainer_config(settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
 
 def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
     trainer_config(settings, output_dir, seed)
-
-
-def check_method_settings(options: dict[str, Any]) -> None:
-    if options["samples_per_prompt"] < 2 or options["samples_per_prompt"] % 2:
-        raise TrainerSettingsError("method_settings.samples_per_prompt: use an even number >= 2 (replies are paired)")
-    if options["rounds"] < 1:
-        raise TrainerSettingsError("method_settings.rounds: at least 1")
 
 
 def collect_preferences(
@@ -86,14 +92,14 @@ def train(job: TrainingJob) -> Any:
     from datasets import Dataset
     from trl import DPOTrainer
 
-    options = {**METHOD_SETTINGS, **job.method_settings}
+    options = Settings.of(job.method_settings)
     env = make_env(job.env_id, **job.env_kwargs)
     model, peft_config = job.model, job.peft_config
-    for round_index in range(int(options["rounds"])):
+    for round_index in range(options.rounds):
         rows = build_prompt_dataset(env, job.n_prompts, seed=job.seed + 1000 * round_index)
         pairs, stats = collect_preferences(
-            model, job.tokenizer, rows, job.population, samples_per_prompt=int(options["samples_per_prompt"]),
-            max_new_tokens=int(options["max_new_tokens"]), temperature=float(options["temperature"]),
+            model, job.tokenizer, rows, job.population, samples_per_prompt=options.samples_per_prompt,
+            max_new_tokens=options.max_new_tokens, temperature=options.temperature,
             noise=float(job.env_kwargs.get("noise", 0.1)), seed=job.seed + round_index,
         )
         if job.log is not None:

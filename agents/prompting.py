@@ -12,21 +12,23 @@ The policy's weights are unchanged; evaluation compares the same model without a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from agents import TrainedPolicy, TrainerSettingsError, TrainingJob
+from agents import MethodSettings, TrainedPolicy, TrainerSettingsError, TrainingJob
 
 MULTI_TURN = True  # nothing to train; evaluation conversations of any length get the system prompt
 RESUMABLE = False
 DEFAULT_SETTINGS: dict[str, Any] = {}
-METHOD_SETTINGS: dict[str, Any] = {"profile": "stated", "retrieval_k": 2}
-def check_method_settings(options: dict[str, Any]) -> None:
-    if options["profile"] not in ("stated", "traits", "none"):
-        raise TrainerSettingsError(f"method_settings.profile: 'stated', 'traits' or 'none', got {options['profile']!r}")
-    if int(options["retrieval_k"]) < 0:
-        raise TrainerSettingsError("method_settings.retrieval_k: 0 (off) or more")
+
+
+class Settings(MethodSettings):
+    profile: Literal["stated", "traits", "none"] = Field(
+        "stated", description="stated preferences in words, visible traits only, or nothing"
+    )
+    retrieval_k: int = Field(2, ge=0, description="the user's own past texts shown, most similar first; 0 = off")
 
 
 def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
@@ -60,17 +62,17 @@ class HistoryRetriever:
 
 
 def train(job: TrainingJob) -> TrainedPolicy:
-    options = {**METHOD_SETTINGS, **job.method_settings}
-    k = int(options["retrieval_k"])
+    options = Settings.of(job.method_settings)
+    k = options.retrieval_k
     population = job.population
     retriever = HistoryRetriever(population) if k > 0 else None
 
     def system_prompt_for(user_id: str, messages: list[dict[str, str]]) -> str | None:
         profile = population.user(user_id)
         parts = ["You are a personal assistant. Adapt your reply to this user."]
-        if options["profile"] == "stated":
+        if options.profile == "stated":
             parts.append(profile.stated_preferences())
-        elif options["profile"] == "traits":
+        elif options.profile == "traits":
             parts.append("About this user: " + ", ".join(f"{t}: {v}" for t, v in profile.traits.items()) + ".")
         if retriever is not None:
             query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
@@ -86,5 +88,5 @@ def train(job: TrainingJob) -> TrainedPolicy:
         job.model,
         system_prompt_for=system_prompt_for,
         save_model=False,
-        extras={"prompting.json": {**options, "example_user": example_user, "example_system_prompt": example}},
+        extras={"prompting.json": {**options.model_dump(), "example_user": example_user, "example_system_prompt": example}},
     )

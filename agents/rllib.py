@@ -21,14 +21,26 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import Field, PositiveInt
 
+from agents import MethodSettings
 from agents.bandit import make_discrete_env, play, summarize
 
-__all__ = ["ALGORITHMS", "ENV_NAME", "train_rllib"]
+__all__ = ["ALGORITHMS", "ENV_NAME", "RLlibSettings", "train_rllib"]
 
 ALGORITHMS: tuple[str, ...] = ("ppo", "dqn")
 ENV_NAME = "attune-discrete"
 """The name the discrete environment is registered under with ``ray.tune.registry.register_env``."""
+
+
+class RLlibSettings(MethodSettings):
+    """``method_settings:`` of ``method: rllib_ppo`` and ``rllib_dqn``."""
+
+    iterations: int = Field(8, ge=1, description="RLlib training iterations")
+    eval_episodes: int = Field(200, ge=0, description="greedy held-out episodes (0 skips the held-out evaluation)")
+    lr: float | None = Field(None, gt=0.0, allow_inf_nan=False, description="learning rate (default: RLlib's)")
+    train_batch_size: int | None = Field(None, ge=1, description="environment steps per iteration (default: RLlib's)")
+    hidden: list[PositiveInt] = Field([32], min_length=1, description="hidden layer sizes of the MLP policy")
 
 
 def _make_env(config: Any) -> Any:

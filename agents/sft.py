@@ -10,9 +10,11 @@ LoRA settings come from ``policy.lora`` (default r=8). ``trainer.max_steps`` is 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from agents import TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from pydantic import Field
+
+from agents import MethodSettings, TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
 
 MULTI_TURN = True  # trains on the users' texts; the adapters then serve conversations of any length
 RESUMABLE = False  # several trainers, one per adapter
@@ -22,7 +24,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "learning_rate": 2e-4,
     "max_length": 512,
 }
-METHOD_SETTINGS: dict[str, Any] = {"per": "group"}
+
+
+class Settings(MethodSettings):
+    per: Literal["group", "user"] = Field("group", description="one LoRA adapter per preference group or per user")
 
 
 def trainer_config(settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
@@ -33,11 +38,6 @@ def trainer_config(settings: dict[str, Any], output_dir: Any, seed: int) -> Any:
 
 def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None:
     trainer_config(settings, output_dir, seed)
-
-
-def check_method_settings(options: dict[str, Any]) -> None:
-    if options["per"] not in ("group", "user"):
-        raise TrainerSettingsError(f"method_settings.per: 'group' or 'user', got {options['per']!r}")
 
 
 def user_texts(users: list[Any]) -> list[dict[str, Any]]:
@@ -54,7 +54,7 @@ def train(job: TrainingJob) -> TrainedPolicy:
     from peft import LoraConfig, get_peft_model
     from trl import SFTTrainer
 
-    per = {**METHOD_SETTINGS, **job.method_settings}["per"]
+    per = Settings.of(job.method_settings).per
     population = job.population
     if per == "group":
         adapters = {g.name: [u for u in population.train_users if u.group == g.name] for g in population.groups}

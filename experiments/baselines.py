@@ -17,11 +17,17 @@ from typing import Any
 from experiments.config import ConfigError, ExperimentConfig
 
 BASELINE_METHODS = ("linucb", "rllib_ppo", "rllib_dqn")
-METHOD_SETTINGS: dict[str, dict[str, Any]] = {
-    "linucb": {"episodes": 1000, "alpha": 1.0, "eval_episodes": 200},
-    "rllib_ppo": {"iterations": 8, "eval_episodes": 200, "lr": None, "train_batch_size": None, "hidden": [32]},
-    "rllib_dqn": {"iterations": 8, "eval_episodes": 200, "lr": None, "train_batch_size": None, "hidden": [32]},
-}
+
+
+def settings_model(method: str) -> Any:
+    """The typed ``method_settings`` model of a baseline."""
+    if method == "linucb":
+        from agents.bandit import LinUCBSettings
+
+        return LinUCBSettings
+    from agents.rllib import RLlibSettings
+
+    return RLlibSettings
 
 
 def env_config(config: ExperimentConfig) -> dict[str, Any]:
@@ -41,12 +47,31 @@ def env_config(config: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def check(config: ExperimentConfig) -> dict[str, Any]:
-    allowed = METHOD_SETTINGS[config.method]
-    for key in config.method_settings:
-        if key not in allowed:
-            raise ConfigError(f"method_settings.{key}: not a setting of {config.method}; allowed: {', '.join(allowed)}")
-    return {**allowed, **config.method_settings}
+def prepare(config: ExperimentConfig) -> Any:
+    """A baseline's validated ``method_settings``; the config's parts a baseline would ignore are refused.
+
+    Raises :class:`ConfigError`, before anything is written.
+    """
+    from agents import TrainerSettingsError
+
+    try:
+        options = settings_model(config.method).of(config.method_settings)
+    except TrainerSettingsError as exc:
+        raise ConfigError(str(exc).replace("this method", f"method {config.method!r}")) from None
+    ignored = {
+        "resume": (config.resume, "baselines train in one go; remove resume"),
+        "checkpoint_every": (config.checkpoint_every, "baselines save no checkpoints; remove checkpoint_every"),
+        "trainer": (config.trainer, "TRL trainer settings do not apply; a baseline's settings go under "
+                                    "method_settings (" + ", ".join(settings_model(config.method).model_fields) + ")"),
+        "rewards": ([s.model_dump() for s in config.rewards] != [{"name": "user_feedback", "weight": 1.0, "params": {}}],
+                    "baselines learn from the environment's own feedback (env.feedback); remove rewards"),
+        "policy.lora": (config.policy.lora is not None, "baselines have no LLM policy; remove policy.lora"),
+        "env.max_turns": (config.env.max_turns != 1, "the discrete variants are one reply per episode; remove env.max_turns"),
+    }
+    for field, (is_set, fix) in ignored.items():
+        if is_set:
+            raise ConfigError(f"{field}: method {config.method} would ignore it: {fix}")
+    return options
 
 
 def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any:
@@ -58,7 +83,7 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
     from experiments.tracking import RunTracker, create_run_dir, run_name
 
     console = console or Console()
-    options = check(config)
+    options = prepare(config)
     settings = env_config(config)
     run_dir = create_run_dir(Path(config.tracking.runs_dir), run_name(config))
     tracker = RunTracker(config, run_dir)
@@ -69,8 +94,8 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
         if config.method == "linucb":
             from agents.bandit import run_linucb
 
-            result = run_linucb({**settings}, episodes=int(options["episodes"]), alpha=float(options["alpha"]),
-                                seed=config.seed, eval_episodes=int(options["eval_episodes"]))
+            result = run_linucb({**settings}, episodes=options.episodes, alpha=options.alpha,
+                                seed=config.seed, eval_episodes=options.eval_episodes)
             train, chunk = result["linucb"], max(1, len(result["linucb"]["rewards"]) // 20)
             for end in range(chunk, len(train["rewards"]) + 1, chunk):
                 window = slice(end - chunk, end)
@@ -82,9 +107,9 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
             from agents.rllib import train_rllib
 
             result = train_rllib(config.method.removeprefix("rllib_"), scenario=settings.pop("scenario"),
-                                 iterations=int(options["iterations"]), seed=config.seed, env_config=settings,
-                                 eval_episodes=int(options["eval_episodes"]), hidden=tuple(options["hidden"]),
-                                 lr=options["lr"], train_batch_size=options["train_batch_size"],
+                                 iterations=options.iterations, seed=config.seed, env_config=settings,
+                                 eval_episodes=options.eval_episodes, hidden=tuple(options.hidden),
+                                 lr=options.lr, train_batch_size=options.train_batch_size,
                                  results_dir=str(run_dir / "rllib"))
             for row in result["per_iteration"]:
                 tracker.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=int(row["iteration"]))
@@ -108,7 +133,7 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
     finally:
         tracker.finish(exit_code)
     if "held_out_reward" in report:
-        table = Table(title=f"held-out users, {options['eval_episodes']} episodes")
+        table = Table(title=f"held-out users, {options.eval_episodes} episodes")
         for column in ("policy", "mean reward", "mean regret"):
             table.add_column(column)
         table.add_row(config.method, f"{report['held_out_reward']:+.3f}", f"{report['held_out_regret']:.3f}")

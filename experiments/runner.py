@@ -56,6 +56,10 @@ def _quiet_libraries() -> None:
 
 def prepare(config: ExperimentConfig) -> dict[str, Any]:
     """Everything that can fail because of the config, checked before anything slow or written."""
+    from experiments import baselines
+
+    if config.method in baselines.BASELINE_METHODS:
+        return {"method_settings": baselines.prepare(config)}
     import agents
     from agents import TrainerSettingsError
     from agents.policy import check_model_available
@@ -64,7 +68,7 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     method = agents.get_method(config.method)
     try:
         method.check_settings(config.trainer, Path(config.tracking.runs_dir) / "_check", config.seed)
-        agents.method_options(method, dict(config.method_settings))
+        method_settings = agents.method_options(method, config.method_settings)
     except TrainerSettingsError as exc:
         raise ConfigError(str(exc).replace("this method", f"method {config.method!r}")) from None
     if config.env.max_turns > 1 and not method.MULTI_TURN:
@@ -84,7 +88,7 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
             check_reward_params(spec.name, spec.params)
         except RewardLookupError as exc:
             raise ConfigError(f"rewards.{i}: {exc}") from None
-    return {"method": method, "terms": terms, "population": population}
+    return {"method": method, "terms": terms, "population": population, "method_settings": method_settings}
 
 
 def find_run_to_resume(config: ExperimentConfig) -> tuple[Path, Path]:
@@ -222,7 +226,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             population=population,
             resume_from=str(resume_from) if resume_from else None,
             log=lambda metrics: tracker.log(metrics, step=tracker.last_step, phase="method"),
-            method_settings=dict(config.method_settings),
+            method_settings=checked["method_settings"],
             callbacks=[tracking_callback(tracker, terms), progress_callback(console), *(extra_callbacks or [])],
             after_init=[replace_default_progress],
         )
