@@ -145,11 +145,15 @@ def finish_trainer_setup(trainer: Any, job: TrainingJob) -> None:
 
 def train_reward_trainer(trainer_class: type, args: Any, job: TrainingJob, rows: list[dict[str, Any]], **extra: Any) -> Any:
     """Train one of TRL's trainers that sample replies to prompts and score them with reward functions
-    (GRPO, RLOO, online DPO): the rows' columns (``user_id``, ``task_id``) reach the rewards. Returns the model."""
+    (GRPO, RLOO, online DPO): the rows' columns (``user_id``, ``task_id``) reach the rewards. Returns the model.
+
+    Its checkpoints are written atomically (:mod:`agents.checkpoints`): a kill never leaves a half-written one."""
     from datasets import Dataset
 
+    from agents.checkpoints import atomic_checkpoints
+
     args.reward_weights = job.reward_weights
-    trainer = trainer_class(
+    trainer = atomic_checkpoints(trainer_class)(
         model=job.model,
         reward_funcs=job.reward_functions,
         args=args,

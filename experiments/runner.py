@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.checkpoints import _checkpoint_step, find_run_to_resume
 from experiments.config import ConfigError, ExperimentConfig, dump_config
 from experiments.report import build_report
 from experiments.tracking import (
@@ -91,30 +92,6 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     return {"method": method, "terms": terms, "population": population, "method_settings": method_settings}
 
 
-def find_run_to_resume(config: ExperimentConfig) -> tuple[Path, Path]:
-    """The unfinished run folder to continue and its last checkpoint. Raises :class:`ConfigError`."""
-    runs_dir = Path(config.tracking.runs_dir)
-    if config.tracking.name:
-        candidates = [runs_dir / config.tracking.name]
-    else:
-        prefix = run_name(config).rsplit("__", 1)[0] + "__"
-        candidates = sorted((p for p in runs_dir.glob(prefix + "*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    unfinished = [p for p in candidates if p.is_dir() and not (p / "eval.json").exists()]
-    if not unfinished:
-        raise ConfigError(
-            f"resume=true: no unfinished run of experiment {config.experiment!r} in {runs_dir}/; "
-            "start one without resume (set checkpoint_every to save checkpoints), or name it with tracking.name"
-        )
-    run_dir = unfinished[-1]
-    checkpoints = sorted(
-        (p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-    if not checkpoints:
-        raise ConfigError(f"resume=true: {run_dir} has no checkpoint yet; start it again without resume")
-    return run_dir, checkpoints[-1]
-
-
 def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any] | None = None,
         extra_callbacks: list[Any] | None = None) -> RunResult:
     """Run one experiment; returns the run folder and the evaluation summary.
@@ -146,7 +123,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
     env_kwargs = {"population": population, **config.env.env_kwargs()}
     resume_from: Path | None = None
     if config.resume:
-        run_dir, resume_from = find_run_to_resume(config)
+        run_dir, resume_from = find_run_to_resume(config, report=console.print)
 
     started = time.perf_counter()
     if config.env.max_turns == 1 and config.env.feedback != "rating" and not any(
@@ -433,10 +410,6 @@ def build_rewards(config: ExperimentConfig, population: Any, terms: Any, run_dir
                      resolve_model=resolve_model, env_factory=env_factory)
         for s in config.rewards
     ]
-
-
-def _checkpoint_step(checkpoint: Path | None) -> int | None:
-    return int(checkpoint.name.split("-")[-1]) if checkpoint is not None else None
 
 
 def _population(config: ExperimentConfig) -> Any:

@@ -1,10 +1,7 @@
 """Every training method, two steps with the tiny model, through the real CLI, on the same users."""
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -87,48 +84,6 @@ def test_dpo_logged_the_users_choices(methods_run):
     records = [json.loads(line) for line in (methods_run / "variants" / "dpo" / "metrics.jsonl").read_text().splitlines()]
     rounds = [r for r in records if r["phase"] == "method"]
     assert rounds and rounds[0]["dpo/pairs"] > 0 and 0.0 <= rounds[0]["dpo/choice_agrees_with_utility"] <= 1.0
-
-
-def test_killed_run_resumes_from_its_last_checkpoint(attune_cli, tmp_path):
-    runs = tmp_path / "runs"
-    args = [attune_cli, "run", TINY, f"tracking.runs_dir={runs}", "trainer.max_steps=40", "checkpoint_every=5",
-            "evaluation.prompts=2", "tracking.name=killed"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-                               start_new_session=True)
-    metrics = runs / "killed" / "metrics.jsonl"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines() if '"train"' in l] if metrics.exists() else []
-            if steps and max(steps) >= 12:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the run never reached step 12")
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    killed_at = max(json.loads(l)["step"] for l in metrics.read_text().splitlines() if '"train"' in l)
-    assert killed_at < 40 and not (runs / "killed" / "eval.json").exists()
-    checkpoints = sorted(int(p.name.split("-")[1]) for p in (runs / "killed" / "checkpoints").glob("checkpoint-*"))
-    assert checkpoints and checkpoints[-1] >= 10
-
-    result = subprocess.run(args[:-1] + ["tracking.name=killed", "resume=true"], capture_output=True, text=True,
-                            timeout=600, cwd=REPO)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "resuming from checkpoint-" in result.stdout
-    records = [json.loads(l) for l in metrics.read_text().splitlines()]
-    train_steps = [r["step"] for r in records if r["phase"] == "train" and "loss" in r]
-    assert train_steps == list(range(1, 41))  # no gaps, no duplicates across the kill
-    assert (runs / "killed" / "eval.json").exists()
-    assert sorted(p.name for p in runs.iterdir()) == ["killed"]  # continued in place, nothing new
-
-
-def test_resume_without_a_run_says_what_to_do(attune_cli, tmp_path):
-    result = subprocess.run([attune_cli, "run", TINY, f"tracking.runs_dir={tmp_path}", "resume=true"],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 2
-    assert "resume=true: no unfinished run of experiment 'tiny'" in result.stderr
 
 
 @pytest.mark.parametrize("method", ["rloo", "ppo", "dpo", "online_dpo"])
