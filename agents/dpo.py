@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from agents import MethodSettings, TrainingJob, build_trl_config, finish_trainer_setup
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset, make_env
+from envs.seeding import derive_seed
 
 MULTI_TURN = False
 RESUMABLE = False  # several trainers, one per round
@@ -96,17 +97,18 @@ def train(job: TrainingJob) -> Any:
     env = make_env(job.env_id, **job.env_kwargs)
     model, peft_config = job.model, job.peft_config
     for round_index in range(options.rounds):
-        rows = build_prompt_dataset(env, job.n_prompts, seed=job.seed + 1000 * round_index)
+        rows = build_prompt_dataset(env, job.n_prompts, seed=derive_seed(job.seed, "dpo-prompts", round_index))
         pairs, stats = collect_preferences(
             model, job.tokenizer, rows, job.population, samples_per_prompt=options.samples_per_prompt,
             max_new_tokens=options.max_new_tokens, temperature=options.temperature,
-            noise=float(job.env_kwargs.get("noise", 0.1)), seed=job.seed + round_index,
+            noise=float(job.env_kwargs.get("noise", 0.1)), seed=derive_seed(job.seed, "dpo-sampling", round_index),
         )
         if job.log is not None:
             job.log({f"dpo/{k}": v for k, v in stats.items()} | {"dpo/round": round_index + 1})
         if not pairs:
             raise RuntimeError("every sampled pair was identical: raise method_settings.temperature")
-        args = trainer_config(job.trainer_settings, job.output_dir / f"round-{round_index + 1}", job.seed + round_index)
+        args = trainer_config(job.trainer_settings, job.output_dir / f"round-{round_index + 1}",
+                               derive_seed(job.seed, "dpo-training", round_index))
         trainer = DPOTrainer(
             model=model,
             args=args,

@@ -13,12 +13,15 @@ The attune cache is ``$ATTUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/attune``, else
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from envs.seeding import derive_seed, torch_seeded
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-random"
@@ -250,9 +253,9 @@ def sample_continuations(
                 sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
             else:
                 sampling = {"do_sample": False}
-            if seed is not None:
-                torch.manual_seed(seed + start)
-            with torch.no_grad():
+            # Each batch samples on its own stream of ``seed``; the global torch RNG is left as it was.
+            stream = torch_seeded(derive_seed(seed, "batch", start)) if seed is not None else contextlib.nullcontext()
+            with stream, torch.no_grad():
                 output = model.generate(
                     input_ids=input_ids,
                     attention_mask=attention,

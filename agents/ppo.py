@@ -22,6 +22,7 @@ from torch import nn
 from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
 from agents.policy import chat_prompt_ids
 from agents.rollouts import build_prompt_dataset, make_env
+from envs.seeding import derive_seed, torch_seeded
 
 MULTI_TURN = False
 RESUMABLE = False  # TRL 1.12's PPOTrainer cannot resume from a checkpoint
@@ -163,9 +164,10 @@ def train(job: TrainingJob) -> Any:
         args.stop_token_id = _end_of_turn_id(tokenizer)
 
     reward_model = UserRewardModel(rows, prompt_ids, tokenizer, job.reward_functions, job.reward_weights)
-    value_model = AutoModelForSequenceClassification.from_pretrained(
-        job.model.config._name_or_path, num_labels=1, dtype=torch.float32
-    )
+    with torch_seeded(derive_seed(job.seed, "value-head")):  # the new head: same numbers alone or in variants
+        value_model = AutoModelForSequenceClassification.from_pretrained(
+            job.model.config._name_or_path, num_labels=1, dtype=torch.float32
+        )
     trainer = PPOTrainer(
         args=args,
         processing_class=tokenizer,

@@ -13,6 +13,7 @@ import gymnasium as gym
 
 import envs  # noqa: F401  (registers the attune/* ids)
 from agents.policy import chat_prompt_ids, sample_continuations
+from envs.seeding import derive_seed
 
 
 def make_env(env_id: str, **env_kwargs: Any) -> gym.Env:
@@ -25,7 +26,7 @@ def prompt_key(messages: list[dict[str, str]]) -> str:
 
 
 def build_prompt_dataset(env: gym.Env, n_prompts: int, seed: int) -> list[dict[str, Any]]:
-    """``n_prompts`` distinct opening turns from ``env.reset(seed=seed + i)``, as TRL dataset rows.
+    """``n_prompts`` distinct opening turns from env resets seeded by ``seed``'s ``"prompt"`` stream, as TRL rows.
 
     Each row has ``prompt`` (chat messages), ``user_id``, ``task_id`` and ``group``. Prompts are unique,
     so a multi-turn rollout can find a prompt's user and task from the prompt alone.
@@ -39,7 +40,7 @@ def build_prompt_dataset(env: gym.Env, n_prompts: int, seed: int) -> list[dict[s
                 f"could only draw {len(rows)} distinct prompts of the {n_prompts} asked for; "
                 "lower the number of prompts or use more users"
             )
-        _, info = env.reset(seed=seed + attempt)
+        _, info = env.reset(seed=derive_seed(seed, "prompt", attempt))
         attempt += 1
         key = prompt_key(info["messages"])
         if key in seen:
@@ -70,7 +71,7 @@ def make_multi_turn_rollout(
     reward functions as columns).
     """
     by_prompt = {prompt_key(r["prompt"]): r for r in rows}
-    calls = {"n": 0}
+    calls_at_step: dict[int, int] = {}
 
     def rollout(prompts: list[Any], trainer: Any) -> dict[str, Any]:
         args = trainer.args
@@ -78,14 +79,16 @@ def make_multi_turn_rollout(
         model = trainer.accelerator.unwrap_model(trainer.model)
         end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
         newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
-        calls["n"] += 1
+        # Keyed by the trainer's step (restored on resume), so a resumed run never replays early episodes.
+        step = int(trainer.state.global_step)
+        call = calls_at_step[step] = calls_at_step.get(step, -1) + 1
         episodes = []
         for i, prompt in enumerate(prompts):
             row = by_prompt.get(prompt_key(prompt))
             if row is None:
                 raise KeyError("rollout got a prompt that is not in its dataset; build both from the same rows")
             env = env_factory()
-            env.reset(seed=seed + 100_003 * calls["n"] + i, options={"user_id": row["user_id"], "task_id": row["task_id"]})
+            env.reset(seed=derive_seed(seed, "rollout", step, call, i), options={"user_id": row["user_id"], "task_id": row["task_id"]})
             episodes.append(
                 {"env": env, "prompt": chat_prompt_ids(tokenizer, prompt), "ids": [], "mask": [], "rewards": [], "terms": [], "replies": [], "done": False}
             )

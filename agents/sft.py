@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from agents import MethodSettings, TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from envs.seeding import derive_seed
 
 MULTI_TURN = True  # trains on the users' texts; the adapters then serve conversations of any length
 RESUMABLE = False  # several trainers, one per adapter
@@ -72,7 +73,7 @@ def train(job: TrainingJob) -> TrainedPolicy:
         else:
             model.add_adapter(name, lora)
         model.set_adapter(name)
-        args = trainer_config(job.trainer_settings, job.output_dir / f"adapter-{name}", job.seed + k)
+        args = trainer_config(job.trainer_settings, job.output_dir / f"adapter-{name}", derive_seed(job.seed, "sft-adapter", k))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(user_texts(users)),
                              processing_class=job.tokenizer, callbacks=job.callbacks)
         finish_trainer_setup(trainer, job)

@@ -23,6 +23,7 @@ import numpy as np
 
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset
+from envs.seeding import derive_seed, seed_sequence
 from envs.users import UserPopulation
 from experiments import stats
 
@@ -86,7 +87,7 @@ def run_episodes(
     live = []
     for i, row in enumerate(rows):
         env = env_factory()
-        _, info = env.reset(seed=seed + i, options={"user_id": row["user_id"], "task_id": row["task_id"]})
+        _, info = env.reset(seed=derive_seed(seed, "episode", i), options={"user_id": row["user_id"], "task_id": row["task_id"]})
         result = EpisodeResult(row["user_id"], row["group"], row["task_id"], [], [], [], False)
         conversation = policy.conversation(row["user_id"], info["messages"])
         if conversation and conversation[0]["role"] == "system":
@@ -115,7 +116,7 @@ def run_episodes(
                     temperature=temperature,
                     top_p=top_p,
                     batch_size=batch_size,
-                    seed=seed + 7919 * turn + 104729 * k,
+                    seed=derive_seed(seed, "generate", turn, k),
                     progress=lambda n: progress.advance(task, n),
                 )
                 for episode, reply in zip(episodes, replies):
@@ -172,7 +173,7 @@ def compare(
     if len(before) != len(after):
         raise ValueError("before and after must score the same episodes")
     improvement = stats.paired_difference_interval([a.score for a in after], [b.score for b in before])
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed_sequence(seed, "pairwise-choices"))
     wins, probabilities = [], []
     for b, a in zip(before, after):
         user = population.simulated_user(a.user_id, noise=noise)

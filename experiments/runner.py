@@ -113,6 +113,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
     import agents
     from agents.policy import load_policy
     from agents.rollouts import make_env
+    from envs.seeding import derive_seed
     from experiments import evaluate
 
     console = console or Console()
@@ -171,7 +172,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             before = play(model, settings.seed, "evaluating base policy")
             seed_means.append(evaluate.summarize(before)["mean_utility"])
             for k in range(settings.noise_seeds):
-                again = play(model, settings.seed + 1000 * (k + 1), f"base policy, noise seed {k + 1}")
+                again = play(model, derive_seed(settings.seed, "noise-seed", k + 1), f"base policy, noise seed {k + 1}")
                 seed_means.append(evaluate.summarize(again)["mean_utility"])
             tracker.log({"mean_utility": seed_means[0]}, step=0, phase="eval")
             tracker.write_json("eval_before.json", {"episodes": evaluate.episode_records(before), "seed_means": seed_means})

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.seeding import derive_seed, torch_seeded
 from rewards.text import completion_texts
 
 
@@ -72,9 +73,10 @@ class LearnedRewardModel:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        with torch_seeded(derive_seed(seed, "reward-head")):  # the new head does not depend on the global RNG
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
         model.config.pad_token_id = self.tokenizer.pad_token_id
-        train_rows = preference_pairs(population, population.train_users, pairs, seed)
+        train_rows = preference_pairs(population, population.train_users, pairs, derive_seed(seed, "train-pairs"))
         folder = Path(output_dir) if output_dir is not None else None
         args = RewardConfig(
             output_dir=str(folder / "reward_model" if folder else Path.cwd() / ".attune-reward-model"),
@@ -91,7 +93,7 @@ class LearnedRewardModel:
         trainer.remove_callback(PrinterCallback)  # the run logs what matters: the held-out accuracy below
         trainer.train()
         self.model = trainer.model.eval()
-        held_out = preference_pairs(population, population.held_out_users, held_out_pairs, seed + 1)
+        held_out = preference_pairs(population, population.held_out_users, held_out_pairs, derive_seed(seed, "held-out-pairs"))
         chosen = self.score_messages([r["chosen"] for r in held_out])
         rejected = self.score_messages([r["rejected"] for r in held_out])
         wins = chosen > rejected
