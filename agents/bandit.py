@@ -22,22 +22,18 @@ True
 
 from __future__ import annotations
 
-import argparse
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
 from agents import MethodSettings
+from agents.discrete_eval import make_discrete_env, play, summarize
 
 __all__ = [
     "LinUCB",
     "LinUCBSettings",
-    "make_discrete_env",
-    "play",
-    "summarize",
     "run_linucb",
 ]
 
@@ -138,81 +134,6 @@ class LinUCB:
         self.counts[arm] += 1
 
 
-def make_discrete_env(env_id_or_config: str | dict[str, Any], split: str = "train") -> Any:
-    """A :class:`~envs.discrete.DiscreteStyleEnv` from an env id, a scenario name or a config dict.
-
-    ``split`` is set here (``train`` to learn, ``held_out`` to evaluate), so the config must not name one.
-    """
-    import gymnasium as gym
-
-    import envs
-    from envs.discrete import DiscreteStyleEnv
-
-    if isinstance(env_id_or_config, dict):
-        config = dict(env_id_or_config)
-    elif isinstance(env_id_or_config, str) and "/" in env_id_or_config:
-        if env_id_or_config not in envs.DISCRETE_ENV_IDS:
-            raise ValueError(
-                f"{env_id_or_config!r} is not a discrete-action environment; use one of {', '.join(envs.DISCRETE_ENV_IDS)}"
-            )
-        config = {"scenario": gym.spec(env_id_or_config).kwargs["scenario"]}
-    elif isinstance(env_id_or_config, str):
-        config = {"scenario": env_id_or_config}
-    else:
-        raise TypeError(
-            f"env_id_or_config must be an env id, a scenario name or a config dict, got {type(env_id_or_config).__name__}"
-        )
-    if "split" in config:
-        raise ValueError(
-            f"config names split={config['split']!r}, but the baselines choose the split themselves "
-            "(train to learn, held_out to evaluate); remove 'split' from the config"
-        )
-    return DiscreteStyleEnv(config={**config, "split": split})
-
-
-def play(
-    env: Any,
-    choose: Callable[[np.ndarray], int],
-    seeds: Sequence[int],
-    learn: Callable[[np.ndarray, int, float], None] | None = None,
-) -> dict[str, list[float]]:
-    """Play one-step episodes, one per seed: ``choose(observation) -> action``, then ``learn`` if given.
-
-    Resetting with the same seeds shows every policy the same users, tasks and feedback noise, so
-    differences between policies are not luck of the draw.
-    """
-    rewards: list[float] = []
-    regrets: list[float] = []
-    oracle: list[float] = []
-    for seed in seeds:
-        observation, _ = env.reset(seed=int(seed))
-        action = int(choose(observation))
-        _, reward, _, _, info = env.step(action)
-        if learn is not None:
-            learn(observation, action, reward)
-        rewards.append(float(reward))
-        regrets.append(float(info["regret"]))
-        oracle.append(float(action == info["oracle_action"]))
-    return {"rewards": rewards, "regrets": regrets, "oracle_actions": oracle}
-
-
-def summarize(played: dict[str, list[float]], final_fraction: float | None = None) -> dict[str, Any]:
-    """Per-episode ``rewards`` and ``regrets`` with their means (and over the final part, if asked)."""
-    rewards, regrets = np.asarray(played["rewards"]), np.asarray(played["regrets"])
-    summary: dict[str, Any] = {
-        "rewards": played["rewards"],
-        "regrets": played["regrets"],
-        "mean_reward": float(rewards.mean()),
-        "mean_regret": float(regrets.mean()),
-        "oracle_action_rate": float(np.mean(played["oracle_actions"])),
-    }
-    if final_fraction is not None:
-        tail = max(1, int(round(len(regrets) * final_fraction)))
-        summary["final_mean_reward"] = float(rewards[-tail:].mean())
-        summary["final_mean_regret"] = float(regrets[-tail:].mean())
-    return summary
-
-
 def run_linucb(
     env_id_or_config: str | dict[str, Any] = "attune/WritingAssistantDiscrete-v0",
     episodes: int = 500,
@@ -286,26 +207,3 @@ def run_linucb(
             ),
         }
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m agents.bandit attune/TutorDiscrete-v0 --episodes 1000``: print LinUCB vs random."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("env", nargs="?", default="attune/WritingAssistantDiscrete-v0", help="env id or scenario name")
-    parser.add_argument("--episodes", type=int, default=500)
-    parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-episodes", type=int, default=200)
-    args = parser.parse_args(argv)
-    result = run_linucb(args.env, args.episodes, args.alpha, args.seed, eval_episodes=args.eval_episodes)
-    drop = {"rewards", "regrets"}
-    summary = {
-        "scenario": result["scenario"],
-        "train": {k: {m: v for m, v in result[k].items() if m not in drop} for k in ("linucb", "random")},
-        "held_out": {k: {m: v for m, v in s.items() if m not in drop} for k, s in result.get("held_out", {}).items()},
-    }
-    print(json.dumps(summary, indent=2))
-
-
-if __name__ == "__main__":
-    main()

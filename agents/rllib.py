@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import Field, PositiveInt
 
 from agents import MethodSettings
-from agents.bandit import make_discrete_env, play, summarize
+from agents.discrete_eval import make_discrete_env, play, summarize
 
 __all__ = ["ALGORITHMS", "ENV_NAME", "RLlibSettings", "train_rllib"]
 

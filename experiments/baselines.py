@@ -79,8 +79,7 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
     from rich.table import Table
 
     from experiments.report import write_report
-    from experiments.runner import RunResult
-    from experiments.tracking import RunTracker, create_run_dir, run_name
+    from experiments.tracking import RunResult, RunTracker, create_run_dir, run_name
 
     console = console or Console()
     options = prepare(config)

@@ -17,6 +17,7 @@ from experiments.checkpoints import _checkpoint_step, find_run_to_resume
 from experiments.config import ConfigError, ExperimentConfig, dump_config
 from experiments.report import build_report
 from experiments.tracking import (
+    RunResult,
     RunTracker,
     TermsRecorder,
     create_run_dir,
@@ -25,15 +26,6 @@ from experiments.tracking import (
     run_name,
     tracking_callback,
 )
-
-
-@dataclasses.dataclass
-class RunResult:
-    run_dir: Path
-    eval: dict[str, Any]
-    reward_functions: list[Any] = dataclasses.field(default_factory=list)
-    """The reward functions the run trained on (built once; reused by compare-rewards)."""
-    variants: list[RunResult] = dataclasses.field(default_factory=list)
 
 
 def _quiet_libraries() -> None:

@@ -8,6 +8,7 @@ uploads later.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -18,6 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import ExperimentConfig, dump_config
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run hands back: its folder and its evaluation summary (``eval.json``)."""
+
+    run_dir: Path
+    eval: dict[str, Any]
+    reward_functions: list[Any] = dataclasses.field(default_factory=list)
+    """The reward functions the run trained on (built once; reused by compare-rewards)."""
+    variants: list[RunResult] = dataclasses.field(default_factory=list)
 
 
 def wandb_settings() -> Any:

@@ -73,15 +73,15 @@ class LLMJudge:
         import torch
 
         ids = [self._prompt(p, r, u) for p, r, u in zip(prompts, replies, user_ids)]
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         ratings = []
         for start in range(0, len(ids), self.batch_size):
-            batch = ids[start : start + self.batch_size]
-            width = max(len(x) for x in batch)
-            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch])
-            attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch])
+            # Left-padded, so the last position is every prompt's own last token.
+            batch = self.tokenizer.pad({"input_ids": ids[start : start + self.batch_size]}, padding=True,
+                                       padding_side="left", return_tensors="pt")
             with torch.no_grad():
-                logits = self.model(input_ids=input_ids, attention_mask=attention, logits_to_keep=1).logits[:, -1, self.digit_ids]
+                logits = self.model(**batch, logits_to_keep=1).logits[:, -1, self.digit_ids]
             probabilities = torch.softmax(logits.float(), dim=-1).numpy()
             ratings.extend(probabilities @ np.arange(1, 6))
         return np.array(ratings, dtype=np.float64)

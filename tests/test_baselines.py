@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import envs
-from agents.bandit import LinUCB, make_discrete_env, run_linucb
+from agents.bandit import LinUCB, run_linucb
+from agents.discrete_eval import make_discrete_env
 
 
 @pytest.mark.parametrize("env_id", envs.DISCRETE_ENV_IDS)

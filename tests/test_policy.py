@@ -61,3 +61,13 @@ def test_unavailable_models_raise_one_clear_error(name, message):
 def test_a_folder_without_config_is_explained(tmp_path):
     with pytest.raises(ModelNotAvailableError, match="has no config.json"):
         resolve_model(str(tmp_path))
+
+
+def test_left_pad_uses_the_tokenizers_pad_on_the_left():
+    from agents.policy import left_pad, load_policy
+
+    _, tokenizer, _ = load_policy("tiny-random")
+    padded = left_pad(tokenizer, [[5, 6, 7], [8]])
+    pad = tokenizer.pad_token_id
+    assert padded["input_ids"].tolist() == [[5, 6, 7], [pad, pad, 8]]
+    assert padded["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
