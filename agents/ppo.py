@@ -23,6 +23,7 @@ from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_t
 from agents.policy import chat_prompt_ids, left_pad
 from agents.rollouts import build_prompt_dataset, make_env
 from envs.seeding import derive_seed, torch_seeded
+from rewards.combine import reward_matrix, weighted_sum
 
 MULTI_TURN = False
 RESUMABLE = False  # TRL 1.12's PPOTrainer cannot resume from a checkpoint
@@ -122,12 +123,8 @@ class UserRewardModel(nn.Module):
         columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
         prompts = [row["prompt"] for row in rows]
         completions = [[{"role": "assistant", "content": text}] for text in replies]
-        totals = [0.0] * len(rows)
-        for function, weight in zip(self.reward_functions, self.reward_weights):
-            for i, value in enumerate(function(prompts=prompts, completions=completions, **columns)):
-                if value is not None:
-                    totals[i] += weight * float(value)
-        return totals
+        scores = reward_matrix(self.reward_functions, prompts, completions, **columns)
+        return weighted_sum(scores, self.reward_weights).tolist()
 
     def _row_and_reply(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[dict[str, Any], str]:
         # The query is left-padded and the reply right-padded, so the real tokens are one contiguous run.

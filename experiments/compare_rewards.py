@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from experiments import stats
+from rewards.combine import reward_matrix, weighted_sum
 from experiments.config import ConfigError, ExperimentConfig
 
 
@@ -33,11 +34,7 @@ def _weighted(reward_functions: list[Any], weights: list[float], prompts: list[A
               columns: dict[str, list[Any]]) -> np.ndarray:
     """The proxy as the trainer sees it: the weighted sum of the configured reward functions."""
     completions = [[{"role": "assistant", "content": r}] for r in replies]
-    total = np.zeros(len(replies))
-    for function, weight in zip(reward_functions, weights):
-        values = function(prompts, completions, **columns)
-        total += weight * np.array([0.0 if v is None else float(v) for v in values])
-    return total
+    return weighted_sum(reward_matrix(reward_functions, prompts, completions, **columns), weights)
 
 
 def probe_set(episodes: list[dict[str, Any]], population: Any) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from rewards.combine import reward_matrix, weighted_sum
+
 
 def _build_components(components: Sequence[dict[str, Any]], population: Any, output_dir: Any,
                       resolve_model: Any = None) -> list[tuple[str, Any, float]]:
@@ -33,11 +35,7 @@ def _build_components(components: Sequence[dict[str, Any]], population: Any, out
 
 
 def _scores(components: list[tuple[str, Any, float]], prompts: Any, completions: Any, kwargs: dict[str, Any]) -> np.ndarray:
-    columns = []
-    for _, reward, _ in components:
-        values = reward(prompts, completions, **kwargs)
-        columns.append([np.nan if v is None else float(v) for v in values])
-    return np.array(columns, dtype=np.float64).T  # (replies, components)
+    return reward_matrix([reward for _, reward, _ in components], prompts, completions, **kwargs)
 
 
 class Mixture:
@@ -60,7 +58,7 @@ class Mixture:
         weights = np.array([w for _, _, w in self.components])
         if self.report is not None and len(scores):
             self.report(self.__name__, {name: float(np.nanmean(scores[:, i])) for i, (name, _, _) in enumerate(self.components)})
-        return (np.nan_to_num(scores) @ weights).tolist()
+        return weighted_sum(scores, weights).tolist()
 
 
 class UserMixture:
@@ -93,4 +91,4 @@ class UserMixture:
         weights = np.array([self.user_weights(uid) for uid in user_id])
         if self.report is not None and len(scores):
             self.report(self.__name__, {name: float(np.nanmean(scores[:, i])) for i, (name, _, _) in enumerate(self.components)})
-        return np.sum(np.nan_to_num(scores) * weights, axis=1).tolist()
+        return weighted_sum(scores, weights).tolist()
