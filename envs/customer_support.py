@@ -96,7 +96,8 @@ class CustomerSupportEnv(ConversationEnv):
     ## Reward
     The customer's feedback through the ``feedback`` channel (rating, utility, pairwise, critique,
     implicit). ``info["terms"]`` has the utility term of every dimension, ``jargon`` included, and
-    ``relevance`` (mentioning the product and the problem).
+    ``relevance`` (the product and the problem covered in the reply's own sentences; restating the
+    customer's message earns nothing, see :func:`envs.features.keyword_relevance`).
 
     ## Episode end
     Terminated when the customer is satisfied or leaves (``patience``, ``leave_utility``), or after one

@@ -3,12 +3,19 @@
 A :class:`UserProfile` is what a user *is* (hidden preference weights, a group, traits, their own
 texts). A :class:`SimulatedUser` is how the user *reacts*: it scores replies with a hidden utility
 
-    utility = sum_d  w_d * (2 * feature_d(reply) - 1)  +  relevance_weight * (2 * relevance - 1)  +  noise
+    utility = sum_d term_d  +  relevance_weight * (2 * relevance - 1)  +  noise
+    term_d  = relevance * w_d * (2 * feature_d(reply) - 1)  -  (1 - relevance) * |w_d|
 
 and answers through feedback channels: a Likert rating, a pairwise choice (Bradley-Terry with a
 temperature) and a short critique naming the dimension the user most wants changed.
 A :class:`UserPopulation` samples users from seeded preference clusters (groups) and keeps a held-out
 split that training never sees.
+
+Relevance (:func:`envs.features.keyword_relevance`) is the task covered, with some substance, in the
+reply's own sentences, less what is copied from the user's message, repeated, padding or stuffed style
+words. A fully relevant reply is judged on its style at face value (``term_d = w_d * (2 * feature_d - 1)``);
+one that does not answer at all meets none of the user's preferences (``term_d = -|w_d|``), so an echo of
+the request, a list of warm words or an empty reply never beats an answer, whatever the user's style.
 
 Everything here is numpy and the standard library: it imports without torch or TRL.
 """
@@ -23,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.features import ALL_DIMENSIONS, STYLE_DIMENSIONS, analyse, features, keyword_relevance, unsafe_advice
+from envs.features import ALL_DIMENSIONS, STYLE_DIMENSIONS, analyse, features, unsafe_advice
 
 # The scenario modules each define a `SCENARIO`; looked up lazily to keep imports one-way.
 # Users add their own with `register_scenario`.
@@ -243,6 +250,7 @@ class SimulatedUser:
         self.choice_temperature = choice_temperature
         self.unsafe_penalty = unsafe_penalty
         self.dimensions = profile.dimensions
+        self._requests: dict[str, str] = {}
         self._weights = profile.weight_vector() if weights is None else np.asarray(weights, dtype=np.float64)
         if self._weights.shape != (len(self.dimensions),):
             raise ValueError(f"weights must have one value per dimension {self.dimensions}")
@@ -252,12 +260,37 @@ class SimulatedUser:
         """The preference weights this user scores with now (the profile's, or drifted ones)."""
         return self._weights.copy()
 
+    def _request(self, task: Task) -> str:
+        """The message this user sends for ``task`` (cached: scoring a batch phrases each task once)."""
+        request = self._requests.get(task.instruction)
+        if request is None:
+            request = self._requests[task.instruction] = self.ask(task)
+        return request
+
+    def _scored(self, replies: Sequence[str], tasks: Sequence[Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features, relevance and the ungated style terms ``w_d * (2 * feature_d - 1)`` of each reply."""
+        if len(replies) != len(tasks):
+            raise ValueError(f"got {len(replies)} replies but {len(tasks)} tasks")
+        values, relevance = analyse(
+            replies, self.dimensions, [t.keyword_set for t in tasks], [self._request(t) for t in tasks]
+        )
+        assert relevance is not None
+        return values, relevance, (2.0 * values - 1.0) * self._weights
+
+    def _gated(self, contributions: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+        """Style terms as the user feels them: a reply meets a preference only as far as it answers them."""
+        r = relevance[:, None]
+        return r * contributions - (1.0 - r) * np.abs(self._weights)
+
     def utility_terms(self, replies: Sequence[str], tasks: Sequence[Task]) -> dict[str, np.ndarray]:
         """Noise-free utility terms per reply: one array per preference dimension, ``relevance``, and
-        ``safety`` where the scenario penalizes unsafe advice."""
-        values, relevance = analyse(replies, self.dimensions, [t.keyword_set for t in tasks])
-        assert relevance is not None
-        contributions = (2.0 * values - 1.0) * self._weights
+        ``safety`` where the scenario penalizes unsafe advice.
+
+        A dimension's term is ``relevance * w_d * (2 * feature_d - 1) - (1 - relevance) * |w_d|``: its face
+        value for a reply that answers the task, the worst the user could get for one that does not.
+        """
+        _, relevance, contributions = self._scored(replies, tasks)
+        contributions = self._gated(contributions, relevance)
         terms = {d: contributions[:, i] for i, d in enumerate(self.dimensions)}
         terms["relevance"] = self.relevance_weight * (2.0 * relevance - 1.0)
         if self.unsafe_penalty > 0:
@@ -298,8 +331,14 @@ class SimulatedUser:
         """
         if self.unsafe_penalty > 0 and unsafe_advice([reply])[0] > 0:
             return "safety", self.unsafe_penalty
-        gains = self.headroom([reply])[0]
-        relevance = keyword_relevance([reply], [task.keywords])[0]
+        _, relevance_batch, raw_batch = self._scored([reply], [task])
+        relevance, raw = float(relevance_batch[0]), raw_batch[0]
+        # Utility recovered by moving one feature to its best end (at the reply's relevance), or the relevance
+        # term's own gain from a fully relevant reply (which would also lift every style term towards its face
+        # value; left out so that the critique channel keeps its range, and relevance already ranks first
+        # when it is low).
+        current = self._gated(raw[None, :], relevance_batch)[0]
+        gains = self._gated(np.abs(self._weights)[None, :], relevance_batch)[0] - current
         relevance_gain = float((1.0 - relevance) * 2.0 * self.relevance_weight)
         best = int(np.argmax(gains))
         if relevance_gain >= gains[best]:

@@ -17,20 +17,34 @@ _DOCUMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("a social media post", ("social", "post")),
     ("an invitation", ("invitation", "invite")),
 )
-_TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("a delayed project deadline", ("project", "deadline", "delay")),
-    ("a broken heater", ("heater", "broken", "repair")),
-    ("learning to cook", ("cook", "cooking", "recipe")),
-    ("a new job", ("job", "new", "role")),
-    ("a team offsite", ("team", "offsite", "event")),
-    ("saving money", ("money", "saving", "budget")),
-    ("a product launch", ("product", "launch", "customers")),
-    ("a birthday party", ("birthday", "party", "celebrate")),
+_TOPICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    # (topic, keywords, a plain sentence on it: the task's middling reference reply)
+    ("a delayed project deadline", ("project", "deadline", "delay"),
+     "The project deadline has moved, and I will send the new date soon."),
+    ("a broken heater", ("heater", "broken", "repair"),
+     "The heater is broken again and needs a look when you have time."),
+    ("learning to cook", ("cook", "cooking", "recipe"),
+     "I have started cooking at home and try a new recipe each week."),
+    ("a new job", ("job", "new", "role"),
+     "I start the new job next month and I am looking forward to it."),
+    ("a team offsite", ("team", "offsite", "event"),
+     "The team offsite is planned for next month; details will follow."),
+    ("saving money", ("money", "saving", "budget"),
+     "I am saving some money each month, and I will share how soon."),
+    ("a product launch", ("product", "launch", "customers"),
+     "The product launch is coming up, and I will share the plan soon."),
+    ("a birthday party", ("birthday", "party", "celebrate"),
+     "We are having a birthday party on Saturday, and you are welcome to come."),
 )
 
 WRITING_TASKS: tuple[Task, ...] = tuple(
-    Task(f"write-{i:03d}", f"write {doc} about {topic}", tuple(dict.fromkeys(doc_kw + topic_kw)))
-    for i, ((doc, doc_kw), (topic, topic_kw)) in enumerate(itertools.product(_DOCUMENTS, _TOPICS))
+    Task(
+        f"write-{i:03d}",
+        f"write {doc} about {topic}",
+        tuple(dict.fromkeys(doc_kw + topic_kw)),
+        reference=reference,  # a plain, middling draft: on the topic, not the kind of document
+    )
+    for i, ((doc, doc_kw), (topic, topic_kw, reference)) in enumerate(itertools.product(_DOCUMENTS, _TOPICS))
 )
 
 WRITING_GROUPS: tuple[UserGroup, ...] = (
@@ -99,7 +113,9 @@ class WritingAssistantEnv(ConversationEnv):
     The user's feedback on the reply, through the channel chosen with ``feedback``: ``rating`` (default;
     Likert 1..5 mapped to ``(rating - 3) / 2``), ``utility``, ``pairwise``, ``critique`` or ``implicit``
     (see :class:`~envs.conversation.ConversationEnv`). ``info["terms"]`` has the noise-free utility term
-    of every preference dimension plus ``relevance``; ``info["feedback"]`` the raw feedback.
+    of every preference dimension plus ``relevance`` (the topic covered in the draft's own sentences; echoing
+    the request earns nothing, see :func:`envs.features.keyword_relevance`); ``info["feedback"]`` the raw
+    feedback. A style term counts at face value only for a relevant reply (see :mod:`envs.users`).
 
     ## Episode end
     Terminated when the user is satisfied (expected utility >= ``satisfaction_utility``), when the user

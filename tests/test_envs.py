@@ -200,7 +200,10 @@ def test_fuzzed_replies_give_finite_rewards(env_id, feedback):
 
 def test_feedback_channels_follow_the_user():
     """Each channel answers a good and a bad reply differently, in the documented ranges."""
-    good = "Dear colleague, please note the project deadline delay.\n- project\n- deadline\n- delay"
+    # A real, short, structured email (not the request's keywords restated as one-word bullets, which the
+    # users no longer reward).
+    good = ("Dear colleague, the project deadline moves to 14 March because the supplier delivered the parts late.\n"
+            "- Testing starts on Monday\n- The release follows on Thursday\n- Please tell your team about the delay")
     bad = "lol whatever!!! " * 30
     for feedback, low, high in [("rating", -1, 1), ("pairwise", -1, 1), ("critique", -2, 0), ("implicit", -1, 1)]:
         env = gym.make("attune/WritingAssistant-v0", max_turns=1, feedback=feedback, noise=0.0).unwrapped

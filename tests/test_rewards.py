@@ -30,17 +30,24 @@ def test_rewards_read_conversational_completions_and_multi_turn_replies():
     assert length_target(None, ["ignored"], target_words=2, assistant_replies=[["one", "two"]]) == [0.0]
 
 
+# Replies to write-000 ("write an email to a colleague about a delayed project deadline") that answer it in
+# their own sentences (3 of its keywords, some content of their own): relevance 1. The users do not reward a
+# bare list of the task's keywords ("email colleague project"), which these tests used before.
+REPLY_30_WORDS = ("Hi Sam, the project deadline moves to Friday because of a supplier delay. Testing starts on "
+                  "Monday and the release follows next week, so please plan your time around it.")
+REPLY_14_WORDS = "The project deadline moves to Friday: a supplier delay held back the new parts."
+
+
 def test_user_feedback_expected_utility_literal(population):
     user = population.users[0]
     task = population.tasks[0]  # "write an email to a colleague about a delayed project deadline"
-    reply = "email colleague project " + " ".join(["x"] * 27)  # 30 words: brevity 0.5 -> term 0
-    out = user_feedback(None, [reply], user_id=[user.user_id], task_id=[task.task_id], population=population,
-                        channel="expected_utility")
-    # brevity term 0, other weights 0, relevance: 3 of the task's keywords -> +1
+    out = user_feedback(None, [REPLY_30_WORDS], user_id=[user.user_id], task_id=[task.task_id],
+                        population=population, channel="expected_utility")
+    # 30 words: brevity 0.5 -> term 0, other weights 0, relevance 1 -> +1
     assert out == [pytest.approx(1.0)]
-    short = user_feedback(None, ["email colleague project"], user_id=[user.user_id], task_id=[task.task_id],
+    short = user_feedback(None, [REPLY_14_WORDS], user_id=[user.user_id], task_id=[task.task_id],
                           population=population, channel="expected_utility")
-    assert short == [pytest.approx(1.0 + (2 / (1 + 3 / 30) - 1))]
+    assert short == [pytest.approx(1.0 + (2 / (1 + 14 / 30) - 1))]
 
 
 def test_user_feedback_noise_is_a_pure_function_and_rating_is_likert(population):
@@ -91,7 +98,7 @@ def test_lookup_errors_name_the_fix():
 def test_built_reward_binds_population(population):
     reward = build_reward("user_feedback", {"channel": "expected_utility"}, population=population)
     assert reward.__name__ == "user_feedback"
-    assert reward(None, ["email colleague project " + "x " * 27], user_id=["u0001"], task_id=["write-000"]) == [
+    assert reward(None, [REPLY_30_WORDS], user_id=["u0001"], task_id=["write-000"]) == [
         pytest.approx(1.0)
     ]
 
@@ -105,7 +112,7 @@ def test_user_feedback_env_channel_follows_the_environments_feedback(population)
         return lambda: gym.make("attune/WritingAssistant-v0", population=population, split="all", feedback=feedback,
                                 noise=0.0).unwrapped
 
-    replies = ["email colleague project " + "x " * 27, "lol!!! " * 20]
+    replies = [REPLY_30_WORDS, "lol!!! " * 20]
     kwargs = dict(user_id=["u0000", "u0000"], task_id=["write-000"] * 2, population=population, channel="env")
     implicit = user_feedback(None, replies, env_factory=factory("implicit"), **kwargs)
     assert set(implicit) <= {1.0, 0.5, 0.0, -1.0} and implicit[0] > implicit[1]

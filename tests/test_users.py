@@ -12,15 +12,43 @@ def profile(**weights):
 TASK = Task("t", "write a note about a project", ("project", "note"))
 
 
+# 30 words, on topic in its own sentences, one warm word ("hope"), no other style marker.
+ON_TOPIC_30_WORDS = ("I hope the project note helps. It lists what we did this week and what we plan to do "
+                     "next, so that you can see where things stand right now.")
+SHORT_ON_TOPIC = "The project note is ready: it covers the budget, the schedule and the next review."
+LONG_ON_TOPIC = "The project note is ready. " + " ".join(f"Step {i} is done." for i in range(50))
+
+
 def test_utility_is_the_weighted_sum_of_centred_features_plus_relevance():
     user = SimulatedUser(profile(brevity=1.0, warmth=0.5), noise=0.0)
     # 30 words -> brevity 0.5 -> term 0; "hope" -> warmth 1/3 -> 0.5 * (2/3 - 1); both keywords -> relevance +1
-    reply = "hope project note " + " ".join(["x"] * 27)
-    terms = user.utility_terms([reply], [TASK])
+    terms = user.utility_terms([ON_TOPIC_30_WORDS], [TASK])
     assert terms["brevity"][0] == pytest.approx(0.0)
     assert terms["warmth"][0] == pytest.approx(0.5 * (2 / 3 - 1))
     assert terms["relevance"][0] == pytest.approx(1.0)
-    assert user.utility([reply], [TASK])[0] == pytest.approx(1.0 + 0.5 * (2 / 3 - 1))
+    assert user.utility([ON_TOPIC_30_WORDS], [TASK])[0] == pytest.approx(1.0 + 0.5 * (2 / 3 - 1))
+
+
+def test_a_reply_that_does_not_answer_meets_no_preference():
+    """Relevance 0: every style term is -|w|, however well the reply matches the style (here: short, warm)."""
+    user = SimulatedUser(profile(brevity=1.0, warmth=0.5, formality=-0.3), noise=0.0)
+    terms = user.utility_terms(["Thanks, glad to help!"], [TASK])
+    assert terms["relevance"][0] == pytest.approx(-1.0)
+    assert [terms[d][0] for d in ("brevity", "warmth", "formality", "examples")] == pytest.approx([-1.0, -0.5, -0.3, 0.0])
+    # Half relevant (1 of the 2 keywords): halfway between face value and -|w|.
+    half = user.utility_terms(["I hope the note helps you plan the next steps before Friday's meeting."], [TASK])
+    face = 0.5 * (2 * (1 / 3) - 1)
+    assert half["relevance"][0] == pytest.approx(0.0)
+    assert half["warmth"][0] == pytest.approx(0.5 * face - 0.5 * 0.5)
+
+
+def test_echoing_the_users_own_request_is_not_relevant():
+    user = SimulatedUser(profile(formality=0.8, brevity=0.6), noise=0.0)
+    request = user.ask(TASK)
+    assert "write a note about a project" in request
+    for echo in (request, "Sure, here is a note about a project.", "Sure! I can write a note about your project."):
+        assert user.utility_terms([echo], [TASK])["relevance"][0] == pytest.approx(-1.0), echo
+        assert user.critique(echo, TASK)[0] == "relevance"
 
 
 def test_noise_is_seeded_and_absent_without_rng():
@@ -38,13 +66,13 @@ def test_rating_and_pairwise_choice():
     assert user.choice_probability(1.0, 1.0) == pytest.approx(0.5)
     assert user.choice_probability(1.5, 1.0) == pytest.approx(1 / (1 + np.exp(-1.0)))
     strict = SimulatedUser(profile(brevity=1.0), choice_temperature=0.0)
-    choices = strict.choose(["project note"], ["project note " + "word " * 80], [TASK], np.random.default_rng(0))
+    choices = strict.choose([SHORT_ON_TOPIC], [LONG_ON_TOPIC], [TASK], np.random.default_rng(0))
     assert choices.tolist() == [1]
 
 
 def test_critique_names_the_dimension_with_most_headroom():
     user = SimulatedUser(profile(brevity=1.0, warmth=0.2))
-    dimension, message = user.critique("project note " + "word " * 200, TASK)
+    dimension, message = user.critique(LONG_ON_TOPIC, TASK)
     assert dimension == "brevity" and "shorter" in message
     assert user.critique("something else entirely", TASK)[0] == "relevance"
     assert SATISFIED_MESSAGE
