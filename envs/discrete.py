@@ -13,32 +13,34 @@ from envs.users import SimulatedUser, Task, UserPopulation
 
 
 def render_style(style: str, task: Task) -> str:
-    """The reply a fixed response style gives to a task (deterministic, on topic through the keywords)."""
-    topic = ", ".join(task.keywords[:3])
-    subject = task.instruction
+    """The reply a fixed response style gives to a task: deterministic, on topic in its own words.
+
+    Every style answers the task by working its first keywords into sentences of its own (the users
+    reward covering the task, never restating the request), and differs in how it says it.
+    """
+    k0, k1, k2 = (list(task.keywords) * 3)[:3]
     if style == "brief":
-        return f"Sure: {topic}. Done."
+        return f"Start with the {k0}. Then cover the {k1} and settle the {k2}. Keep each part plain."
     if style == "formal":
-        return (f"Dear user, please find below a response regarding your request to {subject}. "
-                f"It covers {topic}. Kind regards.")
+        return (f"Dear user, the response below addresses the {k0} in the first paragraph. The second paragraph "
+                f"then considers the {k1} and the {k2} in turn. Kind regards.")
     if style == "bulleted":
-        return f"Here is a plan to {subject}:\n- {task.keywords[0]}\n- {task.keywords[-1]}\n- next steps"
+        return f"Here is a plan:\n- Begin with the {k0} first.\n- Then handle the {k1} next.\n- Finish by checking the {k2}."
     if style == "warm":
-        return (f"I'm so glad you asked, and I hope this helps! Happy to {subject}. "
-                f"Thanks for sharing; we care about {topic}.")
+        return (f"I'm so glad you asked, and I hope this helps! Let's start with the {k0} together. Then we can "
+                f"look at the {k1} and the {k2}. Thanks for sharing this with me.")
     if style == "detailed_example":
-        return (f"Let me walk you through how to {subject} in detail. The key points are {topic}. "
-                f"For example, start with {task.keywords[0]} and think about how it connects to the rest, "
-                f"such as {task.keywords[-1]}. Then review each part carefully and consider what else could "
-                f"matter in your situation before you move on to the final step.")
+        return (f"Let me walk you through it in detail. The key part is the {k0}, so start there. For example, "
+                f"write down what matters most about the {k0} and how it connects to the {k1}. Then review the "
+                f"{k2} carefully and consider what else could matter in your situation before the final step.")
     if style == "technical":
-        return (f"Technically, to {subject}: configure the parameters systematically, then verify the "
-                f"implementation against {topic}, measuring performance quantitatively.")
+        return (f"Technically, define the {k0} as the main parameter and configure it systematically. Then verify "
+                f"the implementation against the {k1}, measuring the {k2} quantitatively.")
     if style == "simple":
-        return f"Here is how. Look at {topic}. Do one small step. Then do the next one. You can do it."
+        return f"Here is how. Look at the {k0} first. Do one small step with the {k1}. Then do the {k2}. You can do it."
     if style == "careful":
-        return (f"I understand, that sounds hard. About {topic}: you may want to go gradually, and please "
-                f"consult a doctor or other professional if you are unsure.")
+        return (f"I understand, that sounds hard. Go gradually with the {k0} and the {k1}, and watch the {k2} as "
+                f"you go. Please consult a doctor or other professional if you are unsure.")
     raise ValueError(f"unknown response style {style!r}")
 
 
