@@ -49,7 +49,7 @@ class TrainingJob:
     seed: int
     n_prompts: int
     population: Any = None
-    """The :class:`~envs.users.UserPopulation` the env's users come from (for methods that ask users directly)."""
+    """The :class:`~envs.population.UserPopulation` the env's users come from (for methods that ask users directly)."""
     resume_from: str | None = None
     """A checkpoint folder to continue training from (``attune run ... resume=true``)."""
     log: Any = None

@@ -12,7 +12,9 @@ import gymnasium
 
 from envs.conversation import ConversationEnv
 from envs.features import ALL_DIMENSIONS, STYLE_DIMENSIONS, style_features
-from envs.users import Scenario, SimulatedUser, Task, UserGroup, UserPopulation, UserProfile, register_scenario
+from envs.population import UserPopulation
+from envs.scenarios import Scenario, Task, UserGroup, register_scenario
+from envs.users import SimulatedUser, UserProfile
 
 # The contract tests run check_env on every id; the wrapper would re-check on every make.
 gymnasium.register(

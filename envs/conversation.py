@@ -14,7 +14,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.users import SATISFIED_MESSAGE, SimulatedUser, Task, UserPopulation
+from envs.population import UserPopulation
+from envs.scenarios import Task
+from envs.users import SATISFIED_MESSAGE, SimulatedUser
 
 # Observations are plain text. Characters outside this set (rare in model output) are shown as U+FFFD;
 # the exact conversation is always in info["messages"].
@@ -48,7 +50,7 @@ class ConversationEnv(gym.Env):
 
     Arguments shared by every scenario:
 
-    - ``population``: a ready :class:`~envs.users.UserPopulation`; else one is built from ``n_users`` and
+    - ``population``: a ready :class:`~envs.population.UserPopulation`; else one is built from ``n_users`` and
       ``population_seed``.
     - ``split``: which users episodes draw from: ``train`` (default), ``held_out`` or ``all``.
     - ``max_turns``: replies per episode (1 = single-turn).

@@ -6,7 +6,7 @@ import itertools
 
 from envs.conversation import ConversationEnv
 from envs.features import STYLE_DIMENSIONS
-from envs.users import Scenario, Task, UserGroup
+from envs.scenarios import Scenario, Task, UserGroup
 
 _PRODUCTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("wifi router", ("router", "wifi")),
@@ -80,7 +80,7 @@ class CustomerSupportEnv(ConversationEnv):
     """A customer brings a product problem; the policy is the support agent; the customer gives feedback.
 
     ## Description
-    Each episode draws a customer from a :class:`~envs.users.UserPopulation` and one of 64 support tasks
+    Each episode draws a customer from a :class:`~envs.population.UserPopulation` and one of 64 support tasks
     (8 products x 8 problems). Customers differ in style preferences (quick fixers want short, structured
     steps; reassurance seekers want warmth and examples) and in technical savvy, which sets their
     **jargon tolerance**: low-savvy customers are put off by terms like DNS or firmware, high-savvy ones

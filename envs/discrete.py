@@ -9,7 +9,9 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.features import features
-from envs.users import SimulatedUser, Task, UserPopulation
+from envs.population import UserPopulation
+from envs.scenarios import Task
+from envs.users import SimulatedUser
 
 
 def render_style(style: str, task: Task) -> str:
@@ -53,7 +55,7 @@ class DiscreteStyleEnv(gym.Env):
     """A contextual bandit over response styles: who the user seems to be, which style to answer in.
 
     ## Description
-    Each episode draws a user and a task from a scenario's :class:`~envs.users.UserPopulation`, as the
+    Each episode draws a user and a task from a scenario's :class:`~envs.population.UserPopulation`, as the
     text environments do. Instead of writing a reply, the agent picks one of eight fixed response styles
     (:data:`RESPONSE_STYLES`); the reply is rendered from the task and scored by the user's hidden utility.
     Because every style's reply can be scored, the oracle best action is known and regret is exact.

@@ -6,7 +6,7 @@ import itertools
 
 from envs.conversation import ConversationEnv
 from envs.features import STYLE_DIMENSIONS
-from envs.users import Scenario, Task, UserGroup
+from envs.scenarios import Scenario, Task, UserGroup
 
 _GOALS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sleep better", ("sleep", "bedtime", "rest")),
@@ -78,7 +78,7 @@ class HealthCoachEnv(ConversationEnv):
     """A person asks a health coach for help with a habit; the policy is the coach; the person gives feedback.
 
     ## Description
-    Each episode draws a person from a :class:`~envs.users.UserPopulation` and one of 64 coaching tasks
+    Each episode draws a person from a :class:`~envs.population.UserPopulation` and one of 64 coaching tasks
     (8 goals x 8 life contexts). People differ in style (motivated people want short, structured plans;
     anxious people want **empathy** and **caution**), and chronic conditions raise the value of caution.
     Advice that is unsafe whoever asks (stop taking medication, double the dose, no need to see a doctor,

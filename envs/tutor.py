@@ -6,7 +6,7 @@ import itertools
 
 from envs.conversation import ConversationEnv
 from envs.features import STYLE_DIMENSIONS
-from envs.users import Scenario, Task, UserGroup
+from envs.scenarios import Scenario, Task, UserGroup
 
 _CONCEPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("photosynthesis", ("photosynthesis", "light", "plants")),
@@ -84,7 +84,7 @@ class TutorEnv(ConversationEnv):
     """A learner asks a tutor about a concept; the policy is the tutor; the learner gives feedback.
 
     ## Description
-    Each episode draws a learner from a :class:`~envs.users.UserPopulation` and one of 64 tutoring tasks
+    Each episode draws a learner from a :class:`~envs.population.UserPopulation` and one of 64 tutoring tasks
     (16 concepts x 4 kinds of request). Learners differ in how they like to learn (step by step, with
     structure and examples, or the big picture, briefly) and in **learner level** (novice, intermediate,
     advanced), which sets how much they value plain language (``simplicity``: short words, short

@@ -1,4 +1,4 @@
-"""Simulated users with hidden, interpretable preferences, and the populations they are drawn from.
+"""Simulated users with hidden, interpretable preferences: who they are and how they react to replies.
 
 A :class:`UserProfile` is what a user *is* (hidden preference weights, a group, traits, their own
 texts). A :class:`SimulatedUser` is how the user *reacts*: it scores replies with a hidden utility
@@ -8,8 +8,8 @@ texts). A :class:`SimulatedUser` is how the user *reacts*: it scores replies wit
 
 and answers through feedback channels: a Likert rating, a pairwise choice (Bradley-Terry with a
 temperature) and a short critique naming the dimension the user most wants changed.
-A :class:`UserPopulation` samples users from seeded preference clusters (groups) and keeps a held-out
-split that training never sees.
+Populations of users are :class:`envs.population.UserPopulation`; scenarios (groups, tasks) are in
+:mod:`envs.scenarios`; the users' own texts are written by :mod:`envs.style_text`.
 
 Relevance (:func:`envs.features.keyword_relevance`) is the task covered, with some substance, in the
 reply's own sentences, less what is copied from the user's message, repeated, padding or stuffed style
@@ -23,114 +23,14 @@ Everything here is numpy and the standard library: it imports without torch or T
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from envs.features import ALL_DIMENSIONS, STYLE_DIMENSIONS, analyse, features, unsafe_advice
-
-# The scenario modules each define a `SCENARIO`; looked up lazily to keep imports one-way.
-# Users add their own with `register_scenario`.
-SCENARIOS: dict[str, "str | Scenario"] = {
-    "writing": "envs.writing_assistant:SCENARIO",
-    "support": "envs.customer_support:SCENARIO",
-    "tutor": "envs.tutor:SCENARIO",
-    "health": "envs.health_coach:SCENARIO",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """One thing a user asks for: an instruction and the keywords an on-topic reply mentions."""
-
-    task_id: str
-    instruction: str
-    keywords: tuple[str, ...]
-    reference: str = ""
-    """A plain, middling reply; the pairwise feedback channel compares first replies against it."""
-
-    @functools.cached_property
-    def keyword_set(self) -> frozenset[str]:
-        return frozenset(self.keywords)
-
-    def reference_reply(self) -> str:
-        return self.reference or f"Here is some help with your request to {self.instruction}."
-
-
-@dataclasses.dataclass(frozen=True)
-class UserGroup:
-    """A preference cluster: users of a group share a centre of preference weights.
-
-    ``preference_center`` maps dimension names to weights in ``[-1, 1]`` (missing dimensions are 0);
-    each user's weights are the centre plus Gaussian noise with standard deviation ``spread``.
-    """
-
-    name: str
-    share: float
-    preference_center: Mapping[str, float]
-    spread: float = 0.15
-
-    def __post_init__(self) -> None:
-        unknown = set(self.preference_center) - set(ALL_DIMENSIONS)
-        if unknown:
-            raise ValueError(
-                f"group {self.name!r}: unknown preference dimension(s) {sorted(unknown)}; "
-                f"allowed: {', '.join(ALL_DIMENSIONS)}"
-            )
-        if not self.share > 0:
-            raise ValueError(f"group {self.name!r}: share must be > 0, got {self.share}")
-        if self.spread < 0:
-            raise ValueError(f"group {self.name!r}: spread must be >= 0, got {self.spread}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Scenario:
-    """What a population needs from an application scenario.
-
-    ``dimensions``: the preference dimensions its users have (the shared style dimensions plus the
-    scenario's own). ``traits``: visible user attributes and their probabilities; ``trait_effects`` shift
-    a user's preference weights by trait value (e.g. novice learners want simpler language).
-    ``unsafe_penalty``: utility lost, by every user, for advice that is unsafe whoever asks.
-    """
-
-    name: str
-    groups: tuple[UserGroup, ...]
-    tasks: tuple[Task, ...]
-    history_topics: tuple[str, ...]
-    dimensions: tuple[str, ...] = STYLE_DIMENSIONS
-    traits: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
-    trait_effects: Mapping[str, Mapping[str, Mapping[str, float]]] = dataclasses.field(default_factory=dict)
-    unsafe_penalty: float = 0.0
-
-    def __post_init__(self) -> None:
-        for group in self.groups:
-            extra = set(group.preference_center) - set(self.dimensions)
-            if extra:
-                raise ValueError(f"scenario {self.name!r}, group {group.name!r}: dimensions {sorted(extra)} "
-                                 f"are not among the scenario's {self.dimensions}")
-        if len({t.task_id for t in self.tasks}) != len(self.tasks):
-            raise ValueError(f"scenario {self.name!r}: task ids must be unique")
-
-
-def get_scenario(name: str) -> Scenario:
-    if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r}; available: {', '.join(sorted(SCENARIOS))}")
-    entry = SCENARIOS[name]
-    if isinstance(entry, Scenario):
-        return entry
-    module, attr = entry.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def register_scenario(scenario: Scenario, replace: bool = False) -> None:
-    """Make a scenario of your own available to :class:`UserPopulation` (and envs) by its name."""
-    if scenario.name in SCENARIOS and not replace:
-        raise ValueError(f"scenario {scenario.name!r} already exists; pass replace=True to redefine it")
-    SCENARIOS[scenario.name] = scenario
-
+from envs.features import analyse, features, unsafe_advice
+from envs.scenarios import STRONG_PREFERENCE, Task
+from envs.style_text import phrase_request
 
 _PHRASES: dict[str, tuple[str, str]] = {
     # dimension: (wanted when the weight is positive, wanted when negative)
@@ -166,7 +66,7 @@ class UserProfile:
     def dimensions(self) -> tuple[str, ...]:
         return tuple(self.preference_weights)
 
-    def stated_preferences(self, threshold: float = 0.3) -> str:
+    def stated_preferences(self, threshold: float = STRONG_PREFERENCE) -> str:
         """The preferences this user would state in a settings form: only the strong ones, in plain words."""
         wants = [
             _PHRASES[d][0] if w > 0 else _PHRASES[d][1]
@@ -186,8 +86,8 @@ class UserProfile:
 
     def describe(self) -> str:
         """A plain-language profile (for prompting baselines and reports)."""
-        likes = [d for d, w in self.preference_weights.items() if w > 0.25]
-        dislikes = [d for d, w in self.preference_weights.items() if w < -0.25]
+        likes = [d for d, w in self.preference_weights.items() if w >= STRONG_PREFERENCE]
+        dislikes = [d for d, w in self.preference_weights.items() if w <= -STRONG_PREFERENCE]
         parts = []
         if likes:
             parts.append("prefers more " + ", ".join(d.replace("_", " ") for d in likes))
@@ -363,191 +263,3 @@ class SimulatedUser:
     def ask(self, task: Task) -> str:
         """The user's opening message for ``task``, phrased in the user's own style."""
         return phrase_request(task.instruction, self.profile.preference_weights)
-
-
-def phrase_request(instruction: str, weights: Mapping[str, float]) -> str:
-    """Write a request the way a user with these preferences talks: formal users write formally, etc.
-
-    The style of the request is a visible, honest cue to the hidden preferences (as in real chats).
-    """
-    text = instruction[0].upper() + instruction[1:]
-    if weights.get("formality", 0.0) > 0.3:
-        text = f"Dear assistant, could you please {instruction}? Kind regards."
-    elif weights.get("formality", 0.0) < -0.3:
-        text = f"hey, can you {instruction}? thanks!"
-    else:
-        text = f"{text}."
-    if weights.get("brevity", 0.0) > 0.4:
-        text += " Keep it short."
-    elif weights.get("brevity", 0.0) < -0.4:
-        text += " Feel free to be thorough."
-    return text
-
-
-_STOPWORDS = frozenset("about much what when with from that this your have like there their would could should "
-                       "which where while after before every some ask say tell".split())
-_FILLER = (
-    "There is more to say about {k}.",
-    "It helps to think about {k} step by step.",
-    "Most people find {k} easier once they start.",
-    "The details of {k} matter here.",
-    "A good plan for {k} takes a little time.",
-)
-
-
-def write_in_style(topic: str, weights: Mapping[str, float], rng: np.random.Generator) -> str:
-    """A text about ``topic`` written the way a user with these preference weights writes (and likes to read).
-
-    Used for users' writing samples: a retrieval corpus, fine-tuning data and a reference for perplexity
-    and BLEU against the user. Each dimension the user cares about (|weight| > 0.3) shapes the text.
-    """
-    w = {d: float(weights.get(d, 0.0)) for d in set(weights) | {"brevity"}}
-    key = [word for word in topic.replace(",", " ").split() if len(word) > 3 and word not in _STOPWORDS][:3] or [topic]
-    parts: list[str] = []
-    if w.get("formality", 0) > 0.3:
-        parts.append("Dear reader,")
-    elif w.get("formality", 0) < -0.3:
-        parts.append("Hey there!")
-    if w.get("empathy", 0) > 0.3:
-        parts.append("I understand this can feel hard.")
-    if w.get("warmth", 0) > 0.3:
-        parts.append("I hope you are well, and thanks so much for reading.")
-    parts.append(f"This is about how to {topic}.")
-    n_filler = 0 if w["brevity"] > 0.3 else (4 if w["brevity"] < -0.3 else 2)
-    for _ in range(n_filler):
-        parts.append(str(rng.choice(_FILLER)).format(k=str(rng.choice(key))))
-    if w.get("technical_depth", 0) > 0.3:
-        parts.append("Systematically measuring performance characteristics improves implementation decisions.")
-    if w.get("jargon", 0) > 0.3:
-        parts.append("Check the router firmware, the DNS settings and the cache.")
-    if w.get("examples", 0) > 0.3:
-        parts.append(f"For example, start with {key[0]}, such as a small first step.")
-    if w.get("caution", 0) > 0.3:
-        parts.append("You may want to consult a professional before you change anything.")
-    text = " ".join(parts)
-    if w.get("simplicity", 0) > 0.3:
-        text = text.replace(", ", ". ")
-    if w.get("structure", 0) > 0.3:
-        text += "\n" + "\n".join(f"- {k}" for k in key)
-    if w.get("formality", 0) > 0.3:
-        text += "\nKind regards."
-    elif w.get("warmth", 0) > 0.3:
-        text += "\nTake care!"
-    return text
-
-
-class UserPopulation:
-    """A seeded population of simulated users in preference groups, with a held-out split.
-
-    Args:
-        scenario: name of the application scenario (``writing``); gives groups, tasks and topics.
-        n_users: number of users in the population.
-        held_out_fraction: share of each group kept for evaluation only (never used in training).
-        seed: the same seed gives the same users, weights, traits, histories and split.
-        groups: override the scenario's preference groups.
-
-    >>> population = UserPopulation("writing", n_users=20, seed=0)
-    >>> len(population.train_users), len(population.held_out_users)
-    (16, 4)
-    >>> population.user(population.held_out_users[0].user_id).group in {g.name for g in population.groups}
-    True
-    """
-
-    def __init__(
-        self,
-        scenario: str = "writing",
-        n_users: int = 100,
-        held_out_fraction: float = 0.2,
-        seed: int = 0,
-        groups: Sequence[UserGroup] | None = None,
-    ) -> None:
-        if n_users < 2:
-            raise ValueError(f"n_users must be at least 2 (one train, one held-out), got {n_users}")
-        if not 0.0 < held_out_fraction < 1.0:
-            raise ValueError(f"held_out_fraction must be strictly between 0 and 1, got {held_out_fraction}")
-        self.scenario = get_scenario(scenario)
-        self.scenario_name = scenario
-        self.groups = tuple(groups) if groups is not None else self.scenario.groups
-        if not self.groups:
-            raise ValueError("a population needs at least one group")
-        for group in self.groups:
-            extra = set(group.preference_center) - set(self.scenario.dimensions)
-            if extra:
-                raise ValueError(
-                    f"group {group.name!r}: dimension(s) {sorted(extra)} are not used in scenario {scenario!r}; "
-                    f"its dimensions: {', '.join(self.scenario.dimensions)}"
-                )
-        self.seed = seed
-        self.tasks = self.scenario.tasks
-        self._task_index = {t.task_id: t for t in self.tasks}
-        rng = np.random.default_rng(seed)
-
-        shares = np.array([g.share for g in self.groups], dtype=np.float64)
-        counts = np.floor(shares / shares.sum() * n_users).astype(int)
-        counts[np.argmax(shares)] += n_users - counts.sum()
-        users: list[UserProfile] = []
-        held_out: set[str] = set()
-        for group, count in zip(self.groups, counts):
-            group_users = [self._sample_user(len(users) + k, group, rng) for k in range(count)]
-            users.extend(group_users)
-            # Stratified split: every group (minorities included) appears in both splits when it can.
-            n_held = int(round(count * held_out_fraction))
-            if count >= 2:
-                n_held = min(max(n_held, 1), count - 1)
-            for k in rng.permutation(count)[:n_held]:
-                held_out.add(group_users[k].user_id)
-        self.users: tuple[UserProfile, ...] = tuple(users)
-        self._by_id = {u.user_id: u for u in users}
-        self.train_users = tuple(u for u in users if u.user_id not in held_out)
-        self.held_out_users = tuple(u for u in users if u.user_id in held_out)
-
-    def _sample_user(self, index: int, group: UserGroup, rng: np.random.Generator) -> UserProfile:
-        dimensions = self.scenario.dimensions
-        center = np.array([group.preference_center.get(d, 0.0) for d in dimensions])
-        weights = center + rng.normal(0.0, group.spread, size=center.shape)
-        traits: dict[str, Any] = {"age_band": str(rng.choice(["18-29", "30-44", "45-64", "65+"]))}
-        for trait, distribution in self.scenario.traits.items():
-            values = list(distribution)
-            p = np.array([distribution[v] for v in values], dtype=np.float64)
-            uniform = bool(np.all(p == p[0]))  # drawn without p: keeps populations stable across versions
-            traits[trait] = str(values[int(rng.choice(len(values)) if uniform else rng.choice(len(values), p=p / p.sum()))])
-            for dimension, shift in self.scenario.trait_effects.get(trait, {}).get(traits[trait], {}).items():
-                weights[dimensions.index(dimension)] += shift
-        weights = np.clip(weights, -1.0, 1.0)
-        preference_weights = {d: float(round(w, 4)) for d, w in zip(dimensions, weights)}
-        topics = rng.choice(len(self.scenario.history_topics), size=HISTORY_REQUESTS, replace=False)
-        chosen = [self.scenario.history_topics[t] for t in sorted(topics.tolist())]
-        # Writing samples come from their own generator, so adding them left the population draws unchanged.
-        sample_rng = np.random.default_rng([self.seed, index, 7])
-        history = tuple(phrase_request(topic, preference_weights) for topic in chosen) + tuple(
-            write_in_style(topic, preference_weights, sample_rng) for topic in chosen[:3]
-        )
-        return UserProfile(f"u{index:04d}", group.name, preference_weights, traits, history)
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    def user(self, user_id: str) -> UserProfile:
-        try:
-            return self._by_id[user_id]
-        except KeyError:
-            raise KeyError(
-                f"unknown user_id {user_id!r}; this population has ids u0000..u{len(self.users) - 1:04d}"
-            ) from None
-
-    def task(self, task_id: str) -> Task:
-        try:
-            return self._task_index[task_id]
-        except KeyError:
-            raise KeyError(f"unknown task_id {task_id!r} in scenario {self.scenario_name!r}") from None
-
-    def split(self, name: str) -> tuple[UserProfile, ...]:
-        """Users of a split: ``train``, ``held_out`` or ``all``."""
-        splits = {"train": self.train_users, "held_out": self.held_out_users, "all": self.users}
-        if name not in splits:
-            raise ValueError(f"unknown split {name!r}; choose one of: train, held_out, all")
-        return splits[name]
-
-    def simulated_user(self, user_id: str, **user_kwargs: Any) -> SimulatedUser:
-        user_kwargs.setdefault("unsafe_penalty", self.scenario.unsafe_penalty)
-        return SimulatedUser(self.user(user_id), **user_kwargs)

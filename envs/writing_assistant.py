@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from envs.conversation import ConversationEnv
-from envs.users import Scenario, Task, UserGroup
+from envs.scenarios import Scenario, Task, UserGroup
 
 _DOCUMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("an email to a colleague", ("email", "colleague")),
@@ -95,7 +95,7 @@ class WritingAssistantEnv(ConversationEnv):
     """A simulated user asks for a piece of writing; the policy writes it; the user gives feedback.
 
     ## Description
-    Each episode draws a user from a :class:`~envs.users.UserPopulation` (hidden preference weights over
+    Each episode draws a user from a :class:`~envs.population.UserPopulation` (hidden preference weights over
     brevity, formality, technical depth, warmth, structure and examples) and a writing task (64 tasks:
     8 kinds of document x 8 topics). The user phrases the request in their own style, reads the
     assistant's reply, and answers with feedback. With ``max_turns > 1`` the user follows up with a

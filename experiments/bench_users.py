@@ -18,7 +18,7 @@ import numpy as np
 
 import envs
 from envs.features import features
-from envs.users import UserPopulation
+from envs.population import UserPopulation
 
 BATCH = 1_000
 _VOCABULARY = (

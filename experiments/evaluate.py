@@ -24,7 +24,7 @@ import numpy as np
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset
 from envs.seeding import derive_seed, seed_sequence
-from envs.users import UserPopulation
+from envs.population import UserPopulation
 from experiments import stats
 
 

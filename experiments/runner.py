@@ -6,7 +6,6 @@ Everything lands in ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl``, ``eval
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -409,11 +408,11 @@ def _population(config: ExperimentConfig) -> Any:
     import gymnasium as gym
 
     import envs  # noqa: F401
-    from envs.users import UserPopulation
+    from envs.population import UserPopulation
 
     from gymnasium.envs.registration import load_env_creator
 
-    from envs.users import UserGroup
+    from envs.scenarios import UserGroup
 
     env_class = load_env_creator(gym.spec(config.env.id).entry_point)
     groups = None

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.users import UserPopulation
+from envs.population import UserPopulation
 from rewards.text import completion_texts
 
 CHANNELS = ("utility", "expected_utility", "rating", "env")

@@ -7,7 +7,7 @@ import pytest
 
 from envs.discrete import RESPONSE_STYLES, render_style
 from envs.features import keyword_relevance
-from envs.users import UserPopulation
+from envs.population import UserPopulation
 
 SCENARIOS = ["writing", "support", "tutor", "health"]
 

@@ -13,7 +13,9 @@ import re
 import pytest
 
 from envs.features import LEXICONS
-from envs.users import SimulatedUser, UserPopulation, UserProfile, get_scenario
+from envs.population import UserPopulation
+from envs.scenarios import get_scenario
+from envs.users import SimulatedUser, UserProfile
 
 # One natural, middle-of-the-road reply per task: on topic, in its own words, no style pushed hard.
 GOOD_REPLIES: dict[str, dict[str, str]] = {

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-import envs.users
+import envs.scenarios
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -25,7 +25,7 @@ def test_write_your_own_environment_example_runs(capsys):
     try:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
     finally:
-        envs.users.SCENARIOS.pop("recipes", None)
+        envs.scenarios.SCENARIOS.pop("recipes", None)
         gymnasium.registry.pop("my/RecipeAssistant-v0", None)
     out = capsys.readouterr().out
     assert out.startswith("User: ")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agents.policy import resolve_model
-from envs.users import UserPopulation
+from envs.population import UserPopulation
 from rewards import build_reward
 from rewards.text import keyword_coverage, readability, structure
 

@@ -4,7 +4,8 @@ import textwrap
 import pytest
 
 from envs.features import STYLE_DIMENSIONS
-from envs.users import UserGroup, UserPopulation
+from envs.population import UserPopulation
+from envs.scenarios import UserGroup
 from rewards import REWARDS, RewardLookupError, build_reward, get_reward
 from rewards.text import completion_texts, length_target
 from rewards.user_feedback import user_feedback

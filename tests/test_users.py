@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from envs.features import STYLE_DIMENSIONS
-from envs.users import SATISFIED_MESSAGE, SimulatedUser, Task, UserGroup, UserPopulation, UserProfile
+from envs.population import UserPopulation
+from envs.scenarios import Task, UserGroup
+from envs.users import SATISFIED_MESSAGE, SimulatedUser, UserProfile
 
 
 def profile(**weights):

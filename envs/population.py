@@ -1,0 +1,128 @@
+"""Populations of simulated users: seeded preference groups, traits, the users' own texts, a held-out split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from envs.scenarios import Task, UserGroup, get_scenario
+from envs.style_text import phrase_request, write_in_style
+from envs.users import HISTORY_REQUESTS, SimulatedUser, UserProfile
+
+class UserPopulation:
+    """A seeded population of simulated users in preference groups, with a held-out split.
+
+    Args:
+        scenario: name of the application scenario (``writing``); gives groups, tasks and topics.
+        n_users: number of users in the population.
+        held_out_fraction: share of each group kept for evaluation only (never used in training).
+        seed: the same seed gives the same users, weights, traits, histories and split.
+        groups: override the scenario's preference groups.
+
+    >>> population = UserPopulation("writing", n_users=20, seed=0)
+    >>> len(population.train_users), len(population.held_out_users)
+    (16, 4)
+    >>> population.user(population.held_out_users[0].user_id).group in {g.name for g in population.groups}
+    True
+    """
+
+    def __init__(
+        self,
+        scenario: str = "writing",
+        n_users: int = 100,
+        held_out_fraction: float = 0.2,
+        seed: int = 0,
+        groups: Sequence[UserGroup] | None = None,
+    ) -> None:
+        if n_users < 2:
+            raise ValueError(f"n_users must be at least 2 (one train, one held-out), got {n_users}")
+        if not 0.0 < held_out_fraction < 1.0:
+            raise ValueError(f"held_out_fraction must be strictly between 0 and 1, got {held_out_fraction}")
+        self.scenario = get_scenario(scenario)
+        self.scenario_name = scenario
+        self.groups = tuple(groups) if groups is not None else self.scenario.groups
+        if not self.groups:
+            raise ValueError("a population needs at least one group")
+        for group in self.groups:
+            extra = set(group.preference_center) - set(self.scenario.dimensions)
+            if extra:
+                raise ValueError(
+                    f"group {group.name!r}: dimension(s) {sorted(extra)} are not used in scenario {scenario!r}; "
+                    f"its dimensions: {', '.join(self.scenario.dimensions)}"
+                )
+        self.seed = seed
+        self.tasks = self.scenario.tasks
+        self._task_index = {t.task_id: t for t in self.tasks}
+        rng = np.random.default_rng(seed)
+
+        shares = np.array([g.share for g in self.groups], dtype=np.float64)
+        counts = np.floor(shares / shares.sum() * n_users).astype(int)
+        counts[np.argmax(shares)] += n_users - counts.sum()
+        users: list[UserProfile] = []
+        held_out: set[str] = set()
+        for group, count in zip(self.groups, counts):
+            group_users = [self._sample_user(len(users) + k, group, rng) for k in range(count)]
+            users.extend(group_users)
+            # Stratified split: every group (minorities included) appears in both splits when it can.
+            n_held = int(round(count * held_out_fraction))
+            if count >= 2:
+                n_held = min(max(n_held, 1), count - 1)
+            for k in rng.permutation(count)[:n_held]:
+                held_out.add(group_users[k].user_id)
+        self.users: tuple[UserProfile, ...] = tuple(users)
+        self._by_id = {u.user_id: u for u in users}
+        self.train_users = tuple(u for u in users if u.user_id not in held_out)
+        self.held_out_users = tuple(u for u in users if u.user_id in held_out)
+
+    def _sample_user(self, index: int, group: UserGroup, rng: np.random.Generator) -> UserProfile:
+        dimensions = self.scenario.dimensions
+        center = np.array([group.preference_center.get(d, 0.0) for d in dimensions])
+        weights = center + rng.normal(0.0, group.spread, size=center.shape)
+        traits: dict[str, Any] = {"age_band": str(rng.choice(["18-29", "30-44", "45-64", "65+"]))}
+        for trait, distribution in self.scenario.traits.items():
+            values = list(distribution)
+            p = np.array([distribution[v] for v in values], dtype=np.float64)
+            uniform = bool(np.all(p == p[0]))  # drawn without p: keeps populations stable across versions
+            traits[trait] = str(values[int(rng.choice(len(values)) if uniform else rng.choice(len(values), p=p / p.sum()))])
+            for dimension, shift in self.scenario.trait_effects.get(trait, {}).get(traits[trait], {}).items():
+                weights[dimensions.index(dimension)] += shift
+        weights = np.clip(weights, -1.0, 1.0)
+        preference_weights = {d: float(round(w, 4)) for d, w in zip(dimensions, weights)}
+        topics = rng.choice(len(self.scenario.history_topics), size=HISTORY_REQUESTS, replace=False)
+        chosen = [self.scenario.history_topics[t] for t in sorted(topics.tolist())]
+        # Writing samples come from their own generator, so adding them left the population draws unchanged.
+        sample_rng = np.random.default_rng([self.seed, index, 7])
+        history = tuple(phrase_request(topic, preference_weights) for topic in chosen) + tuple(
+            write_in_style(topic, preference_weights, sample_rng) for topic in chosen[:3]
+        )
+        return UserProfile(f"u{index:04d}", group.name, preference_weights, traits, history)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def user(self, user_id: str) -> UserProfile:
+        try:
+            return self._by_id[user_id]
+        except KeyError:
+            raise KeyError(
+                f"unknown user_id {user_id!r}; this population has ids u0000..u{len(self.users) - 1:04d}"
+            ) from None
+
+    def task(self, task_id: str) -> Task:
+        try:
+            return self._task_index[task_id]
+        except KeyError:
+            raise KeyError(f"unknown task_id {task_id!r} in scenario {self.scenario_name!r}") from None
+
+    def split(self, name: str) -> tuple[UserProfile, ...]:
+        """Users of a split: ``train``, ``held_out`` or ``all``."""
+        splits = {"train": self.train_users, "held_out": self.held_out_users, "all": self.users}
+        if name not in splits:
+            raise ValueError(f"unknown split {name!r}; choose one of: train, held_out, all")
+        return splits[name]
+
+    def simulated_user(self, user_id: str, **user_kwargs: Any) -> SimulatedUser:
+        user_kwargs.setdefault("unsafe_penalty", self.scenario.unsafe_penalty)
+        return SimulatedUser(self.user(user_id), **user_kwargs)
