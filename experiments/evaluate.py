@@ -44,10 +44,17 @@ class EpisodeResult:
     expected_utilities: list[float]
     satisfied: bool
     system_prompt: str | None = None
+    terms: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    """Each turn's noise-free utility terms (one per preference dimension, relevance, safety)."""
 
     @property
     def score(self) -> float:
         return float(np.mean(self.expected_utilities))
+
+    def mean_terms(self) -> dict[str, float]:
+        """The episode's utility terms averaged over its turns (they sum to :attr:`score`)."""
+        names = self.terms[0] if self.terms else {}
+        return {name: float(np.mean([turn[name] for turn in self.terms])) for name in names}
 
     @property
     def feedback_return(self) -> float:
@@ -125,6 +132,7 @@ def run_episodes(
                     result.replies.append(reply)
                     result.rewards.append(float(reward))
                     result.expected_utilities.append(float(info["expected_utility"]))
+                    result.terms.append({name: float(value) for name, value in info["terms"].items()})
                     result.satisfied = bool(info["satisfied"])
                     episode["messages"] = info["messages"]
                     episode["done"] = terminated or truncated
@@ -151,9 +159,28 @@ def summarize(results: list[EpisodeResult]) -> dict[str, Any]:
         "by_group": by_group,
         "mean_feedback_return": feedback.value,
         **_mean_fields(feedback, "feedback_return_"),
+        "terms": term_means(results),
         "satisfaction_rate": float(np.mean([r.satisfied for r in results])) if results else float("nan"),
         "mean_reply_words": float(np.mean([len(" ".join(r.replies).split()) for r in results])) if results else 0.0,
     }
+
+
+def term_means(results: list[EpisodeResult]) -> dict[str, float]:
+    """Mean of each utility term over the episodes: which preferences a policy meets and which it misses."""
+    per_episode = [r.mean_terms() for r in results if r.terms]
+    names = per_episode[0] if per_episode else {}
+    return {name: float(np.mean([terms[name] for terms in per_episode])) for name in names}
+
+
+def term_changes(before: list[EpisodeResult], after: list[EpisodeResult]) -> dict[str, dict[str, Any]]:
+    """Paired change of each utility term, after minus before (95 % paired t interval): what training moved."""
+    pairs = [(b.mean_terms(), a.mean_terms()) for b, a in zip(before, after) if b.terms and a.terms]
+    names = pairs[0][0] if pairs else {}
+    changes = {}
+    for name in names:
+        estimate = stats.paired_difference_interval([a[name] for _, a in pairs], [b[name] for b, _ in pairs])
+        changes[name] = {"change": estimate.value, **_mean_fields(estimate)}
+    return changes
 
 
 def compare(
@@ -196,6 +223,7 @@ def compare(
         **_mean_fields(expected, "win_rate_"),
         "win_rate_ci95": expected_half_width,
         "expected_win_probability": expected.value,
+        "term_changes": term_changes(before, after),
         "sampled_wins": int(sum(wins)),
         "sampled_win_rate": sampled.value,
         **sampled.as_dict("sampled_win_rate_"),

@@ -122,6 +122,21 @@ def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Pat
             f"| sampled wins vs base | | {comparison['sampled_wins']}/{comparison['n']} = {sampled} |",
             "",
         ]
+        changes = comparison.get("term_changes") or {}
+        if changes:
+            lines += [
+                "### What moved: the users' utility terms",
+                "",
+                "Each term's mean over the held-out conversations (they add up to the hidden utility), and its "
+                f"paired change with the 95% paired Student-t CI (n={comparison['n']}).",
+                "",
+                "| term | base policy | trained policy | change |",
+                "| --- | ---: | ---: | ---: |",
+            ]
+            for name, change in sorted(changes.items(), key=lambda item: -abs(item[1]["change"])):
+                lines.append(f"| {name} | {before['terms'].get(name, float('nan')):+.3f} | "
+                             f"{after['terms'].get(name, float('nan')):+.3f} | {format_mean(change['change'], change['ci95'])} |")
+            lines.append("")
         if "base_seed_to_seed" in report:
             lines += [f"Seed-to-seed standard deviation of the base policy's mean: {report['base_seed_to_seed']['std']:.3f}", ""]
     for name, title in (("training_reward.png", "Training"), ("eval_by_group.png", "Evaluation")):

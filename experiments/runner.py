@@ -474,4 +474,8 @@ def print_report(console: Any, report: dict[str, Any], run_dir: Path) -> None:
     if "base_seed_to_seed" in report:
         table.add_row("base seed-to-seed std of the mean", f"{report['base_seed_to_seed']['std']:.3f}", "")
     console.print(table)
+    changes = sorted((comparison.get("term_changes") or {}).items(), key=lambda item: -abs(item[1]["change"]))
+    if changes:
+        console.print("utility terms that moved most (paired change, see report.md): "
+                      + ", ".join(f"{name} {c['change']:+.3f}" for name, c in changes[:3]))
     console.print(f"training took {report['train_seconds']:.0f} s; run folder: [cyan]{run_dir}[/]")

@@ -4,7 +4,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -44,14 +46,21 @@ def check_run_files(run_dir: Path, expected_steps: int) -> dict:
     assert all("rewards/user_feedback/mean" in r and "rewards/user_feedback/brevity" in r for r in train)
     assert [r["phase"] for r in records].count("eval") == 2
     report = json.loads((run_dir / "eval.json").read_text())
-    for side in ("before", "after"):
-        assert report[side]["n"] == config.evaluation.prompts
-        assert report[side]["ci95"] >= 0
-    assert 0.0 <= report["comparison"]["win_rate"] <= 1.0
     episodes = json.loads((run_dir / "episodes.json").read_text())
     assert len(episodes["before"]) == len(episodes["after"]) == config.evaluation.prompts
     assert [e["user_id"] for e in episodes["before"]] == [e["user_id"] for e in episodes["after"]]
-    assert "win rate vs base" in (run_dir / "report.md").read_text()
+    for side in ("before", "after"):
+        scores = [e["score"] for e in episodes[side]]
+        assert report[side]["n"] == config.evaluation.prompts
+        # The reported numbers are the episodes' own: mean, scipy's t interval, and terms that add up.
+        assert report[side]["mean_utility"] == pytest.approx(float(np.mean(scores)))
+        low, high = scipy.stats.t.interval(0.95, len(scores) - 1, loc=np.mean(scores), scale=scipy.stats.sem(scores))
+        assert (report[side]["ci_low"], report[side]["ci_high"]) == pytest.approx((low, high))
+        assert sum(report[side]["terms"].values()) == pytest.approx(report[side]["mean_utility"])
+    changes = report["comparison"]["term_changes"]
+    assert sum(c["change"] for c in changes.values()) == pytest.approx(report["comparison"]["improvement"])
+    text = (run_dir / "report.md").read_text()
+    assert "win rate vs base" in text and "What moved: the users' utility terms" in text
     for plot in ("training_reward.png", "eval_by_group.png"):
         assert (run_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     offline_runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))

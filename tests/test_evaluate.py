@@ -169,3 +169,20 @@ def test_reward_comparison_table_states_n_and_the_interval_kinds(tmp_path):
     assert ("n = 32 held-out conversations per variant, 1 seed per variant; utility gain ± is the half-width of the "
             "95% paired Student-t CI; correlations over 288 probe replies (Pearson; Spearman with tied ranks averaged).") in text
     assert "| length | length_target | +0.500 | -0.100 ± 0.050 |" in text
+
+
+def test_term_means_and_paired_term_changes_say_what_training_moved():
+    from experiments.evaluate import EpisodeResult, summarize, term_changes
+
+    def episode(relevance, brevity):
+        return EpisodeResult("u", "g", "t", ["r"], [0.0], [relevance + brevity], False,
+                             terms=[{"relevance": relevance, "brevity": brevity}])
+
+    before = [episode(-1.0, 0.5), episode(0.0, 0.5), episode(-0.5, 0.2)]
+    after = [episode(0.0, 0.5), episode(1.0, 0.4), episode(0.5, 0.2)]
+    assert summarize(before)["terms"] == pytest.approx({"relevance": -0.5, "brevity": 0.4})
+    changes = term_changes(before, after)
+    assert changes["relevance"]["change"] == 1.0
+    assert changes["relevance"]["ci95"] == 0.0  # every pair moved by exactly +1
+    assert abs(changes["brevity"]["change"] - (-0.1 / 3)) < 1e-12
+    assert changes["brevity"]["n"] == 3
