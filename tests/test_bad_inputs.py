@@ -665,3 +665,13 @@ def test_yaml_merge_keys_may_override_what_they_merge(tmp_path):
     """A merge key (<<) is not a duplicate: overriding a merged value is what it is for."""
     (tmp_path / "merge.yaml").write_text("experiment: x\nvariants:\n  - &v {name: a, seed: 1}\n  - {<<: *v, name: b}\n")
     assert [(name, c.seed) for name, c in load_config(tmp_path / "merge.yaml").variant_configs()] == [("a", 1), ("b", 1)]
+
+
+# --- inputs that look odd but are right: accepted, not refused ------------------------------------------------------
+
+@pytest.mark.parametrize("written, value", [("2e-5", 2e-5), ("1E-4", 1e-4), ("3.0e-5", 3e-5), ("-1e+2", -100.0)])
+def test_exponent_notation_is_a_number_in_overrides_and_files(written, value, tmp_path):
+    """PyYAML reads 2e-5 as text; a learning rate written that way once failed deep inside the optimizer."""
+    assert load_config(TINY, [f"trainer.learning_rate={written.lstrip('-')}"]).trainer["learning_rate"] == abs(value)
+    (tmp_path / "lr.yaml").write_text(f"experiment: x\nenv: {{satisfaction_utility: {written}}}\n")
+    assert load_config(tmp_path / "lr.yaml").env.satisfaction_utility == value
