@@ -206,7 +206,7 @@ def _validate_settings(model: type[MethodSettings], settings: Any) -> MethodSett
             raise TrainerSettingsError(f"method_settings.{field}: {message}") from None
         if error["type"] == "extra_forbidden":
             fields = list(model.model_fields)
-            allowed = f"allowed: {', '.join(fields)}" if fields else "this method has none"
+            allowed = f"allowed: {', '.join(fields)}" if fields else "it has none"
             raise TrainerSettingsError(f"method_settings.{field}: not a setting of this method; {allowed}") from None
         raise TrainerSettingsError(f"method_settings.{field}: {message} (got {error.get('input')!r})") from None
 

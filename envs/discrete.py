@@ -8,9 +8,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.conversation import check_integer, check_number, check_reset_options
 from envs.features import features
 from envs.population import UserPopulation
-from envs.scenarios import Task
+from envs.scenarios import SCENARIOS, Task
 from envs.users import SimulatedUser
 
 
@@ -106,6 +107,9 @@ class DiscreteStyleEnv(gym.Env):
         feedback: str = "rating",
         config: dict[str, Any] | None = None,
     ) -> None:
+        if config is not None and not isinstance(config, dict):
+            # RLlib's EnvContext is a dict subclass; anything else is a mistake.
+            raise ValueError(f"config must be a dict of keyword arguments, got {type(config).__name__}")
         if config:
             # RLlib passes one dict; unknown keys are errors here as everywhere.
             allowed = {"scenario", "split", "n_users", "population_seed", "noise", "feedback"}
@@ -120,9 +124,21 @@ class DiscreteStyleEnv(gym.Env):
             feedback = config.get("feedback", feedback)
         if feedback not in ("rating", "utility"):
             raise ValueError(f"feedback must be 'rating' or 'utility' for the discrete variant, got {feedback!r}")
-        self.population = population if population is not None else UserPopulation(scenario, n_users, seed=population_seed)
+        check_number("noise", noise, minimum=0.0)
+        if split not in ("train", "held_out", "all"):
+            raise ValueError(f"split must be 'train', 'held_out' or 'all', got {split!r}")
+        if population is None:
+            if not isinstance(scenario, str) or scenario not in SCENARIOS:
+                raise ValueError(f"scenario must be one of {', '.join(sorted(SCENARIOS))}, got {scenario!r}")
+            check_integer("n_users", n_users, 2)
+            check_integer("population_seed", population_seed, 0)
+            population = UserPopulation(scenario, n_users, seed=population_seed)
+        elif not isinstance(population, UserPopulation):
+            raise ValueError(f"population must be an envs.population.UserPopulation, got {type(population).__name__}")
+        self.population = population
         self.scenario = self.population.scenario_name
         self.users = self.population.split(split)
+        self._user_ids = dict.fromkeys(u.user_id for u in self.users)
         self.split = split
         self.noise = noise
         self.feedback = feedback
@@ -140,9 +156,8 @@ class DiscreteStyleEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
+        check_reset_options(options, self._user_ids, self.split, self.population)
         if "user_id" in options:
-            if options["user_id"] not in {u.user_id for u in self.users}:
-                raise ValueError(f"user_id {options['user_id']!r} is not in the {self.split!r} split")
             user_id = options["user_id"]
         else:
             user_id = self.users[int(self.np_random.integers(len(self.users)))].user_id

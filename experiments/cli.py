@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+DEBUG_HELP = "show the full traceback of an error instead of one line"
+
+
+class _AttuneGroup(TyperGroup):
+    """The command group; takes a global ``--debug`` before the command (``attune --debug run ...``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        command_at = next((i for i, arg in enumerate(args) if not arg.startswith("-")), len(args))
+        if "--debug" in args[:command_at]:
+            ctx.meta["attune.debug"] = True  # ctx.meta is shared with the command's context
+            args = [arg for arg in args[:command_at] if arg != "--debug"] + args[command_at:]
+        return super().parse_args(ctx, args)
+
 
 app = typer.Typer(
     name="attune",
-    help="attune: reinforcement learning for feedback-driven, personalized LLM agents.",
+    cls=_AttuneGroup,
+    help="attune: reinforcement learning for feedback-driven, personalized LLM agents. "
+    "Errors are one line; add --debug (attune --debug run ...) to see the full traceback.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+DEBUG_OPTION = typer.Option(False, "--debug", help=DEBUG_HELP)
 
 RUN_HELP = """Run one experiment from a YAML config, with optional key=value overrides.
 
@@ -45,12 +64,17 @@ def main() -> None:
 
 @app.command("run", help=RUN_HELP)
 def run_command(
+    ctx: typer.Context,
     config: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/configs/quickstart.yaml"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. trainer.max_steps=5"),
+    debug: bool = DEBUG_OPTION,
 ) -> None:
-    from experiments.runner import run
+    def action(experiment: Any) -> None:
+        from experiments.runner import run
 
-    _guarded(lambda experiment: run(experiment, console=Console()), config, overrides)
+        run(experiment, console=Console())
+
+    _guarded(action, config, overrides, debug or bool(ctx.meta.get("attune.debug")))
 
 
 COMPARE_HELP = """Train the same method on the same users once per reward, and show where proxies lie.
@@ -67,12 +91,17 @@ replies). Writes reward_comparison.md/.json and plots/reward_hacking.png in the 
 
 @app.command("compare-rewards", help=COMPARE_HELP)
 def compare_rewards_command(
+    ctx: typer.Context,
     config: Path = typer.Argument(..., help="experiment YAML with variants, e.g. experiments/configs/rewards.yaml"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. trainer.max_steps=5"),
+    debug: bool = DEBUG_OPTION,
 ) -> None:
-    from experiments.compare_rewards import compare_rewards
+    def action(experiment: Any) -> None:
+        from experiments.compare_rewards import compare_rewards
 
-    _guarded(lambda experiment: compare_rewards(experiment, console=Console()), config, overrides)
+        compare_rewards(experiment, console=Console())
+
+    _guarded(action, config, overrides, debug or bool(ctx.meta.get("attune.debug")))
 
 
 SWEEP_HELP = """Search over an experiment config with Ray Tune: locally by default, or on a Ray cluster.
@@ -88,23 +117,42 @@ metric, and best_config.yaml (runnable with attune run) into <runs_dir>/sweep-<e
 
 @app.command("sweep", help=SWEEP_HELP)
 def sweep_command(
+    ctx: typer.Context,
     config: Path = typer.Argument(..., help="experiment YAML with a sweep block, e.g. experiments/configs/sweep.yaml"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. sweep.max_concurrent=2"),
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS",
                                           help="an existing Ray cluster (ray://host:10001 or host:6379); default: local Ray"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed sweep, keeping its finished trials"),
+    debug: bool = DEBUG_OPTION,
 ) -> None:
-    from experiments.sweep import run_sweep
+    def action(experiment: Any) -> None:
+        from experiments.sweep import run_sweep
 
-    _guarded(lambda experiment: run_sweep(experiment, config, address=address, resume=resume, console=Console()),
-             config, overrides)
+        run_sweep(experiment, config, address=address, resume=resume, console=Console())
+
+    _guarded(action, config, overrides, debug or bool(ctx.meta.get("attune.debug")))
 
 
-def _guarded(action, config: Path, overrides: Optional[list[str]]) -> None:
-    """Load the config and run ``action``; errors a user can fix are one line and exit code 2."""
-    from agents.policy import ModelNotAvailableError
-    from experiments.config import ConfigError, load_config
+def _one_line(exc: BaseException, limit: int = 600) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
+
+def _user_error_kind(exc: Exception) -> str | None:
+    """The label of an error the user can fix (exit code 2), or None for anything else."""
+    try:
+        from agents.policy import ModelNotAvailableError
+        from experiments.config import ConfigError
+        from rewards import RewardContractError
+    except Exception:  # a broken install: reported as an unexpected error
+        return None
+    kinds = {ConfigError: "config error", ModelNotAvailableError: "model not available", RewardContractError: "reward error"}
+    return next((label for cls, label in kinds.items() if isinstance(exc, cls)), None)
+
+
+def _guarded(action: Any, config: Path, overrides: Optional[list[str]], debug: bool = False) -> None:
+    """Load the config and run ``action``. Errors a user can fix are one line and exit code 2; any other error
+    is one line and exit code 1. With ``--debug`` every error shows its full traceback instead."""
     import os
     import sys
 
@@ -112,13 +160,23 @@ def _guarded(action, config: Path, overrides: Optional[list[str]]) -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        action(load_config(config, overrides or []))
-    except ConfigError as exc:
-        err.print(f"[red]config error:[/] {exc}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
-    except ModelNotAvailableError as exc:
-        err.print(f"[red]model not available:[/] {exc}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+        from experiments.config import check_tracking, load_config
+
+        experiment = load_config(config, overrides or [])
+        check_tracking(experiment)  # before any run, variant or sweep writes its folders
+        action(experiment)
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        kind = _user_error_kind(exc)
+        if kind is not None:
+            err.print(f"[red]{kind}:[/] {escape(_one_line(exc))}", soft_wrap=True, highlight=False)
+            raise typer.Exit(2) from None
+        err.print(f"[red]error:[/] {escape(type(exc).__name__ + ': ' + _one_line(exc))}; rerun with --debug for the "
+                  "traceback", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":

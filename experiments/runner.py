@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.checkpoints import _checkpoint_step, find_run_to_resume
-from experiments.config import ConfigError, ExperimentConfig, dump_config
+from experiments.config import ConfigError, ExperimentConfig, check_prompt_supply, check_tracking, dump_config
 from experiments.report import build_report
 from experiments.tracking import (
     RunResult,
@@ -69,11 +69,13 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     if config.resume and not method.RESUMABLE:
         resumable = [name for name in agents.METHODS if agents.get_method(name).RESUMABLE]
         raise ConfigError(f"resume: method {config.method!r} cannot resume; resumable: {', '.join(resumable)}")
+    check_tracking(config)
     check_model_available(config.policy.model)
     try:
         population = _population(config)
     except ValueError as exc:
         raise ConfigError(f"users.groups: {exc}") from None
+    check_prompt_supply(config, population, training_prompts=config.method not in ("sft", "prompting"))
     terms = TermsRecorder()
     for i, spec in enumerate(config.rewards):
         try:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -49,6 +51,14 @@ class RewardLookupError(ValueError):
     """A reward name or dotted path that cannot be resolved."""
 
 
+class RewardContractError(RuntimeError):
+    """A user's own reward (dotted path) that raised, or returned something other than its contract."""
+
+
+CONTRACT = ("a reward is called as reward(prompts, completions, **columns) and returns a list with one float "
+            "(or None) per completion")
+
+
 def get_reward(name: str) -> Callable[..., list[float | None]]:
     """The reward function called ``name``: a key of :data:`REWARDS` or ``package.module:function``."""
     if name in REWARDS:
@@ -60,14 +70,52 @@ def get_reward(name: str) -> Callable[..., list[float | None]]:
             "or give your own as 'package.module:function'"
         )
     module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise RewardLookupError(f"reward {name!r}: give your own reward as 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise RewardLookupError(f"reward {name!r}: cannot import module {module_name!r} ({exc})") from None
+    except SyntaxError as exc:
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else module_name
+        raise RewardLookupError(f"reward {name!r}: module {module_name!r} has a syntax error ({exc.msg}, {where})") from None
+    except Exception as exc:  # the module's own code failed while importing
+        raise RewardLookupError(
+            f"reward {name!r}: importing module {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
     function = getattr(module, attr, None)
     if not callable(function):
         raise RewardLookupError(f"reward {name!r}: module {module_name!r} has no callable {attr!r}")
+    if not inspect.isclass(function):
+        _check_reward_signature(name, function)
     return function
+
+
+# What TRL passes to a reward besides prompts and completions (and attune's dataset columns): a user's
+# reward may name these as parameters without defaults.
+KNOWN_COLUMNS = frozenset({"completion_ids", "trainer_state", "user_id", "task_id", "group", "prompt", "env_reward",
+                           "env_terms", "assistant_replies", "log_extra", "log_metric"})
+
+
+def _check_reward_signature(name: str, function: Callable[..., Any]) -> None:
+    """TRL calls rewards with keywords: ``prompts=``, ``completions=`` and one keyword per dataset column."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin or C function: nothing to check
+        return
+    parameters = list(signature.parameters.values())
+    takes_columns = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    required = [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    strange = [n for n in required if n not in ("prompts", "completions") and n not in KNOWN_COLUMNS]
+    positional_only = [p.name for p in parameters if p.kind is p.POSITIONAL_ONLY]
+    if not takes_columns or strange or positional_only:
+        raise RewardLookupError(f"reward {name!r}: its signature is {signature}; {CONTRACT}, so it needs the "
+                                "parameters prompts, completions and **kwargs")
+
+
+def is_own_reward(name: str) -> bool:
+    """A user's reward given by dotted path (not a built-in)."""
+    return name not in REWARDS
 
 
 def _settable(signature: inspect.Signature, skip_first: int) -> list[str]:
@@ -90,6 +138,39 @@ def check_reward_params(name: str, params: Mapping[str, Any] | None) -> None:
     unknown = [k for k in (params or {}) if k not in settable]
     if unknown:
         raise RewardLookupError(f"reward {name!r}: unknown parameter(s) {unknown}; allowed: {settable}")
+    signature = inspect.signature(target.__init__ if is_class else target)
+    for key, value in (params or {}).items():
+        problem = _param_type_problem(signature.parameters[key].default, value)
+        if problem:
+            raise RewardLookupError(f"reward {name!r}: params.{key} must be {problem} (got {value!r})")
+    if not is_class and not is_own_reward(name):
+        # A built-in function checks its own parameter values when called: call it on an empty batch now,
+        # rather than after the model is loaded.
+        empty: dict[str, Any] = {}
+        for i, p in enumerate(signature.parameters.values()):
+            if i >= 2 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty:
+                empty[p.name] = None if p.name == "population" else []
+        if "env_factory" in signature.parameters:
+            empty["env_factory"] = lambda: None
+        try:
+            target([], [], **empty, **dict(params or {}))
+        except (ValueError, TypeError) as exc:
+            raise RewardLookupError(f"reward {name!r}: {exc}") from None
+
+
+def _param_type_problem(default: Any, value: Any) -> str | None:
+    """A parameter whose default is a bool, an integer or a number takes a value of the same kind (finite)."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, numbers.Integral):
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return None if ok else "an integer"
+    if isinstance(default, numbers.Real):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+        return None if ok else "a finite number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    return None
 
 
 def build_reward(
@@ -123,7 +204,7 @@ def build_reward(
     if is_class:
         instance = target(**params)
         instance.__name__ = short_name
-        return instance
+        return _checked(name, instance) if is_own_reward(name) else instance
     bound = functools.partial(target, **params)
 
     @functools.wraps(target)
@@ -131,14 +212,63 @@ def build_reward(
         return bound(prompts, completions, **kwargs)
 
     reward.__name__ = short_name
-    return reward
+    return _checked(name, reward) if is_own_reward(name) else reward
+
+
+def check_reward_output(name: str, values: Any, n_completions: int) -> list[float | None]:
+    """``values`` as TRL wants them (a list of floats or None, one per completion); raises
+    :class:`RewardContractError` naming the reward and the contract otherwise."""
+    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__") or not hasattr(values, "__iter__"):
+        raise RewardContractError(f"reward {name!r} returned {type(values).__name__} {_preview(values)}; {CONTRACT}")
+    values = list(values)
+    if len(values) != n_completions:
+        raise RewardContractError(
+            f"reward {name!r} returned {len(values)} values for {n_completions} completions; {CONTRACT}"
+        )
+    out: list[float | None] = []
+    for i, value in enumerate(values):
+        if value is None:
+            out.append(None)
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+            raise RewardContractError(
+                f"reward {name!r} returned {_preview(value)} ({type(value).__name__}) at position {i}; {CONTRACT}; "
+                "use None for no reward, not nan or inf"
+            )
+        out.append(float(value))
+    return out
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _checked(name: str, reward: Any) -> Any:
+    """A user's reward, wrapped so that an exception or a wrong return value is one clear error naming it."""
+
+    def checked_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
+        try:
+            values = reward(prompts, completions, **kwargs)
+        except Exception as exc:
+            message = " ".join(str(exc).split())[:300]
+            raise RewardContractError(f"reward {name!r} raised {type(exc).__name__}: {message}; {CONTRACT}") from exc
+        return check_reward_output(name, values, len(completions))
+
+    checked_reward.__name__ = reward.__name__
+    checked_reward.__wrapped__ = reward  # type: ignore[attr-defined]
+    if isinstance(getattr(reward, "summary", None), dict):
+        checked_reward.summary = reward.summary  # type: ignore[attr-defined]
+    return checked_reward
 
 
 __all__ = [
     "REWARDS",
     "RewardFunction",
+    "RewardContractError",
     "RewardLookupError",
     "build_reward",
+    "check_reward_output",
     "check_reward_params",
     "completion_texts",
     "get_reward",

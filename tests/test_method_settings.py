@@ -25,7 +25,7 @@ TINY = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tiny.y
         ("sft", {"per": "team"}, "method_settings.per: Input should be 'group' or 'user' (got 'team')"),
         ("prompting", {"retrieval_k": -1}, "method_settings.retrieval_k: Input should be greater than or equal to 0"),
         ("prompting", {"profile": 3}, "method_settings.profile: Input should be 'stated', 'traits' or 'none'"),
-        ("grpo", {"rounds": 2}, "method_settings.rounds: not a setting of this method; this method has none"),
+        ("grpo", {"rounds": 2}, "method_settings.rounds: not a setting of this method; it has none"),
     ],
 )
 def test_a_bad_method_setting_is_one_line_naming_the_field(method, settings, message):
