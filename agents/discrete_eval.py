@@ -19,19 +19,13 @@ def make_discrete_env(env_id_or_config: str | dict[str, Any], split: str = "trai
 
     ``split`` is set here (``train`` to learn, ``held_out`` to evaluate), so the config must not name one.
     """
-    import gymnasium as gym
-
-    import envs
     from envs.discrete import DiscreteStyleEnv
+    from envs.registry import discrete_scenario
 
     if isinstance(env_id_or_config, dict):
         config = dict(env_id_or_config)
     elif isinstance(env_id_or_config, str) and "/" in env_id_or_config:
-        if env_id_or_config not in envs.DISCRETE_ENV_IDS:
-            raise ValueError(
-                f"{env_id_or_config!r} is not a discrete-action environment; use one of {', '.join(envs.DISCRETE_ENV_IDS)}"
-            )
-        config = {"scenario": gym.spec(env_id_or_config).kwargs["scenario"]}
+        config = {"scenario": discrete_scenario(env_id_or_config)}
     elif isinstance(env_id_or_config, str):
         config = {"scenario": env_id_or_config}
     else:

@@ -63,17 +63,13 @@ def _record_episode(*, episode: Any, metrics_logger: Any, **_: Any) -> None:
 
 
 def _resolve_env_config(scenario: str, env_config: dict[str, Any] | None) -> dict[str, Any]:
-    import gymnasium as gym
-
-    import envs
+    from envs.registry import discrete_scenario
 
     if "/" in scenario:
-        if scenario not in envs.DISCRETE_ENV_IDS:
-            raise ValueError(
-                f"scenario {scenario!r} is not a discrete-action environment; use a scenario name "
-                f"(writing, support, tutor, health) or one of {', '.join(envs.DISCRETE_ENV_IDS)}"
-            )
-        scenario = gym.spec(scenario).kwargs["scenario"]
+        try:
+            scenario = discrete_scenario(scenario)
+        except ValueError as exc:
+            raise ValueError(f"scenario {exc}; or give a scenario name (writing, support, tutor, health)") from None
     config = dict(env_config or {})
     if "split" in config:
         raise ValueError(

@@ -18,14 +18,19 @@ STRONG_PREFERENCE = 0.3
 """A preference weight at least this large (in absolute value, weights are in [-1, 1]) is a strong one:
 users state it in words, their requests and writing samples show it."""
 
-# The scenario modules each define a `SCENARIO`; looked up lazily to keep imports one-way.
-# Users add their own with `register_scenario`.
-SCENARIOS: dict[str, "str | Scenario"] = {
-    "writing": "envs.writing_assistant:SCENARIO",
-    "support": "envs.customer_support:SCENARIO",
-    "tutor": "envs.tutor:SCENARIO",
-    "health": "envs.health_coach:SCENARIO",
-}
+BUILTIN_SCENARIOS: tuple[tuple[str, str, str, str], ...] = (
+    # (scenario name, its module, the module's ConversationEnv class, the stem of its env ids)
+    ("writing", "envs.writing_assistant", "WritingAssistantEnv", "WritingAssistant"),
+    ("support", "envs.customer_support", "CustomerSupportEnv", "CustomerSupport"),
+    ("tutor", "envs.tutor", "TutorEnv", "Tutor"),
+    ("health", "envs.health_coach", "HealthCoachEnv", "HealthCoach"),
+)
+"""The one table of built-in scenarios: each module defines its ``SCENARIO`` and its environment class;
+:mod:`envs` registers ``attune/<Stem>-vN`` and ``attune/<Stem>Discrete-vN`` for every row."""
+
+# Looked up lazily (a string until first use) to keep imports one-way; users add theirs with
+# `register_scenario`.
+SCENARIOS: dict[str, "str | Scenario"] = {name: f"{module}:SCENARIO" for name, module, _, _ in BUILTIN_SCENARIOS}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,14 +32,12 @@ def settings_model(method: str) -> Any:
 
 def env_config(config: ExperimentConfig) -> dict[str, Any]:
     """The :class:`~envs.discrete.DiscreteStyleEnv` config of a baseline run."""
-    import gymnasium as gym
-
-    import envs  # noqa: F401
+    import envs
 
     if config.env.feedback not in ("rating", "utility"):
         raise ConfigError("env.feedback: the discrete variants answer with 'rating' or 'utility'")
     return {
-        "scenario": gym.spec(config.env.id).kwargs["scenario"],
+        "scenario": envs.scenario_of(config.env.id),
         "n_users": config.users.n_users,
         "population_seed": config.users.seed,
         "noise": config.env.noise,

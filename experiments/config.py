@@ -121,12 +121,19 @@ def _trainer_setting_problem(key: str, value: Any) -> str | None:
 
 
 class EnvSettings(_Section):
-    id: str = Field("attune/WritingAssistant-v0", description="registered conversation env id (attune/<Name>-vN)")
+    module: str | None = Field(
+        None, description="a Python module to import first, where your own environment registers itself "
+        "(e.g. my_envs, found from the current folder as `python -m` would)",
+    )
+    id: str = Field("attune/WritingAssistant-v0", description="a registered environment id: a built-in "
+                    "(attune/<Name>-vN, attune/<Name>Discrete-vN) or yours (see env.module)")
     max_turns: int = Field(1, ge=1, le=20, description="replies per episode; 1 = single-turn")
     feedback: Literal["rating", "utility", "pairwise", "critique", "implicit"] = Field(
         "rating", description="the users' feedback channel (the env's reward in multi-turn training)"
     )
-    reward_mode: Literal["per_turn", "episode_end"] = "per_turn"
+    reward_mode: Literal["per_turn", "episode_end"] = Field(
+        "per_turn", description="feedback after every reply, or the episode's mean feedback at its end"
+    )
     noise: float = Field(0.1, ge=0.0, description="std of the users' utility noise")
     satisfaction_utility: float = Field(1.5, description="expected utility at which a user is satisfied")
     patience: int | None = Field(None, ge=1, description="unsatisfying replies before a user leaves")
@@ -135,18 +142,49 @@ class EnvSettings(_Section):
     inconsistent: float = Field(0.0, ge=0.0, le=1.0, description="probability of a random feedback")
     adversarial: float = Field(0.0, ge=0.0, le=1.0, description="probability of an inverted feedback")
 
+    @field_validator("module")
+    @classmethod
+    def _importable(cls, value: str | None) -> str | None:
+        if value is not None:
+            import_user_module(value)
+        return value
+
     @field_validator("id")
     @classmethod
-    def _registered(cls, value: str) -> str:
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
         import envs
 
-        if value not in envs.ENV_IDS:
-            raise ValueError(f"unknown environment {value!r}; registered: {', '.join(envs.TEXT_ENV_IDS)}")
+        if "module" not in info.data:  # env.module failed and says why; the id cannot be judged without it
+            return value
+        try:
+            kind = envs.env_kind(value)
+        except Exception:  # noqa: BLE001 - gymnasium's NameNotFound/VersionNotFound, or an entry point that fails
+            kind = None
+        if kind is None:
+            own = "" if info.data.get("module") else "; your own: register it in a module and name that module in env.module"
+            raise ValueError(f"unknown environment {value!r}; registered: "
+                             f"{', '.join(envs.registered_env_ids('text'))}{own}")
         return value
 
     def env_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for the environment (everything but the id)."""
-        return self.model_dump(exclude={"id"})
+        """Keyword arguments for the environment (everything but the id and the module)."""
+        return self.model_dump(exclude={"id", "module"})
+
+
+def import_user_module(name: str) -> Any:
+    """Import a user's module by dotted name, from the current folder first (as ``python -m`` does)."""
+    import importlib
+    import os
+    import sys
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", name):
+        raise ValueError(f"{name!r} is not a module name; give a dotted Python name such as my_envs")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's module raises is one line for them
+        raise ValueError(f"cannot import {name!r}: {type(exc).__name__}: {exc}") from None
 
 
 class GroupSettings(_Section):
@@ -323,15 +361,19 @@ class ExperimentConfig(_Section):
         import envs
 
         baseline = self.method in ("linucb", "rllib_ppo", "rllib_dqn")
-        if baseline and self.env.id not in envs.DISCRETE_ENV_IDS:
+        try:
+            kind = envs.env_kind(self.env.id)
+        except Exception:  # noqa: BLE001 - env.id already reported the unknown id
+            return self
+        if baseline and kind != "discrete":
             raise ValueError(
                 f"env.id: method {self.method} picks response styles; use a discrete variant: "
-                + ", ".join(envs.DISCRETE_ENV_IDS)
+                + ", ".join(envs.registered_env_ids("discrete"))
             )
-        if not baseline and self.env.id in envs.DISCRETE_ENV_IDS:
+        if not baseline and kind == "discrete":
             raise ValueError(
                 f"env.id: {self.env.id!r} is a discrete-action variant (for linucb, rllib_ppo, rllib_dqn); an LLM "
-                f"policy needs a conversation env: {', '.join(envs.TEXT_ENV_IDS)}"
+                f"policy needs a conversation env: {', '.join(envs.registered_env_ids('text'))}"
             )
         return self
 

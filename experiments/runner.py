@@ -407,21 +407,15 @@ def build_rewards(config: ExperimentConfig, population: Any, terms: Any, run_dir
 
 
 def _population(config: ExperimentConfig) -> Any:
-    import gymnasium as gym
-
-    import envs  # noqa: F401
+    import envs
     from envs.population import UserPopulation
-
-    from gymnasium.envs.registration import load_env_creator
-
     from envs.scenarios import UserGroup
 
-    env_class = load_env_creator(gym.spec(config.env.id).entry_point)
     groups = None
     if config.users.groups is not None:
         groups = [UserGroup(g.name, g.share, g.preference_center, g.spread) for g in config.users.groups]
     return UserPopulation(
-        env_class.scenario,
+        envs.scenario_of(config.env.id),
         n_users=config.users.n_users,
         held_out_fraction=config.users.held_out_fraction,
         seed=config.users.seed,
