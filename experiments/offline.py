@@ -37,7 +37,7 @@ LOCAL_RAY_ENVIRONMENT: dict[str, str] = {
     # listening on loopback only. Read when ray is first imported, so it is set before that.
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }
-"""Set unless a Ray cluster address is in play (``RAY_ADDRESS``, or ``attune sweep --address``)."""
+"""Set unless a Ray cluster on another machine is in play (``RAY_ADDRESS``, or ``attune sweep --address``)."""
 
 _defaulted: set[str] = set()  # the variables this module set (not the user): only these are ever taken back
 
@@ -52,13 +52,26 @@ def go_offline() -> None:
     """Switch every library attune uses to offline; call before importing W&B, Ray or Hugging Face code."""
     for name, value in OFFLINE_ENVIRONMENT.items():
         _setdefault(name, value)
-    if not os.environ.get("RAY_ADDRESS"):
+    if not is_remote_address(os.environ.get("RAY_ADDRESS")):
         for name, value in LOCAL_RAY_ENVIRONMENT.items():
             _setdefault(name, value)
 
 
+def is_remote_address(address: str | None) -> bool:
+    """Whether a Ray address (``host:port``, ``ray://host:port``) names another machine than this one."""
+    if not address or address in ("auto", "local"):
+        return False
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]") or address
+    return host not in ("localhost", "::1") and not host.startswith("127.")
+
+
 def allow_ray_cluster() -> None:
-    """Undo the local-only Ray setting before connecting to a cluster (if attune, not the user, set it)."""
+    """Undo the local-only Ray setting before connecting to a cluster on another machine.
+
+    Only what attune set is undone. A cluster on this machine (``127.0.0.1:6379``) keeps it: Ray would
+    otherwise replace 127.0.0.1 by the machine's network address, which a loopback-only head does not serve.
+    Call before Ray is imported.
+    """
     for name in LOCAL_RAY_ENVIRONMENT:
         if name in _defaulted:
             os.environ.pop(name, None)

@@ -22,6 +22,8 @@ import json
 import os
 import shutil
 import socket
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -221,10 +223,30 @@ def _connect_to_cluster(address: str, environment: dict[str, str]) -> None:
     import ray
 
     _present_auth_token()
-    try:
-        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": environment})
-    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, AuthenticationError, ValueError...
-        raise ClusterError(_cluster_failure(address, exc)) from None
+    # While Ray retries (a refused token: ~20 s) its C++ client logs a warning a second to stderr; those lines
+    # are kept aside and shown only if the connection works, while a failure is the one line below.
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": environment})
+            failure = None
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, AuthenticationError, ValueError...
+            failure = exc
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        log = captured.read().decode(errors="replace")
+    if failure is None:
+        sys.stderr.write(log)
+        return
+    if os.environ.get("ATTUNE_DEBUG"):
+        sys.stderr.write(log)
+        raise failure
+    raise ClusterError(_cluster_failure(address, failure, log))
 
 
 def _present_auth_token() -> None:
@@ -241,14 +263,15 @@ def _present_auth_token() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
-def _cluster_failure(address: str, exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    auth = "authentic" in text.lower() or "token" in text.lower() or type(exc).__name__ == "AuthenticationError"
-    if auth:
-        return (f"--address {address}: the cluster wants Ray's auth token and this machine has none that it "
-                "accepts; set RAY_AUTH_TOKEN to the output of `ray get-auth-token` on the head node (or copy its "
-                "~/.ray/auth_token here)")
-    return f"--address {address}: cannot use this Ray cluster ({type(exc).__name__}: {text[:300]})"
+def _cluster_failure(address: str, exc: BaseException, log: str) -> str:
+    """One line for a failed connection, from Ray's exception (and its cause) and what Ray logged meanwhile."""
+    texts = [str(exc), str(exc.__cause__ or ""), log]
+    if type(exc).__name__ == "AuthenticationError" or any("InvalidAuthToken" in t or "Unauthenticated" in t for t in texts):
+        return (f"--address {address}: the cluster wants Ray's auth token and refused this one (or none); set "
+                "RAY_AUTH_TOKEN to what `ray get-auth-token` prints on the head node (or copy the head's "
+                "~/.ray/auth_token to this machine)")
+    reason = " ".join(str(exc.__cause__ or exc).split())[:300]
+    return f"--address {address}: cannot use this Ray cluster ({type(exc).__name__}: {reason})"
 
 
 def _start_ray(address: str | None, environment: dict[str, str]) -> bool:
@@ -275,7 +298,7 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
     when ``address`` names no usable cluster and :class:`ConfigError` for a bad sweep block.
     """
     offline.go_offline()
-    if address:
+    if offline.is_remote_address(address):
         offline.allow_ray_cluster()  # before Ray is imported: it reads the setting then
     from rich.console import Console
 
@@ -304,7 +327,11 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Training reports come before the evaluation that carries the metric; Tune checks only the final one then.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    started_ray = _start_ray(address, environment)
+    try:
+        started_ray = _start_ray(address, environment)
+    except ClusterError as exc:
+        Console(stderr=True).print(f"[red]ray cluster:[/] {exc.message}", soft_wrap=True, highlight=False)
+        raise
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, base=base, runs_dir=str(folder / TRIALS_DIR), environment=environment),
         {"cpu": sweep.trial_cpus},
