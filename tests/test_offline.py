@@ -141,6 +141,38 @@ def assert_stayed_offline(requests: list[str], sockets: list[str]) -> None:
             [f"request via proxy: {r}" for r in requests] + [f"socket: {s}" for s in sockets]), pytrace=False)
 
 
+@pytest.fixture
+def restored_environment():
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_offline_switches_are_defaults_the_user_can_override(restored_environment):
+    from experiments import offline
+
+    for name in [*offline.OFFLINE_ENVIRONMENT, *offline.LOCAL_RAY_ENVIRONMENT, "RAY_ADDRESS"]:
+        os.environ.pop(name, None)
+    os.environ["HF_HUB_OFFLINE"] = "0"  # a user who deliberately allows hub downloads
+    offline.go_offline()
+    assert os.environ["HF_HUB_OFFLINE"] == "0"
+    assert os.environ["WANDB_ERROR_REPORTING"] == "false" and os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    offline.allow_ray_cluster()  # before joining a cluster on another machine
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+
+
+@pytest.mark.parametrize("address, remote", [
+    (None, False), ("auto", False), ("127.0.0.1:6379", False), ("localhost:6379", False), ("[::1]:6379", False),
+    ("ray://127.0.0.1:10001", False), ("10.0.0.5:6379", True), ("ray://head.example:10001", True),
+])
+def test_which_ray_addresses_are_another_machine(address, remote):
+    from experiments.offline import is_remote_address
+
+    assert is_remote_address(address) is remote
+
+
 def test_attune_run_makes_no_network_request(attune_cli, tmp_path):
     (code, out, err), requests, sockets = run_watched(
         [attune_cli, "run", str(TINY), f"tracking.runs_dir={tmp_path}", *TINY_RUN], user_environment())
