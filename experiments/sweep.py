@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +40,9 @@ TUNE_DIR = "tune"
 TRIALS_DIR = "trials"
 INTERRUPTED_DIR = "interrupted"
 CONNECT_TIMEOUT_S = 5.0
+GCS_PROBE_TIMEOUT_S = 20.0
+AUTH_HINT = ("the cluster wants Ray's auth token and refused this one (or none); set RAY_AUTH_TOKEN to what "
+             "`ray get-auth-token` prints on the head node (or copy the head's ~/.ray/auth_token to this machine)")
 
 # What a trial reports at its end, by kind of method: the metrics a sweep can sort by.
 EVAL_METRICS = ("mean_utility", "improvement", "win_rate")
@@ -220,9 +224,13 @@ def _connect_to_cluster(address: str, environment: dict[str, str]) -> None:
                 f"--address {address}: no Ray cluster answers there ({reason}); check that `ray start --head "
                 f"--port={target[1]}` runs on {target[0]} and that this machine can reach that port, or leave out "
                 "--address to run on a local Ray") from None
+    _present_auth_token()
+    if not address.startswith("ray://"):  # Ray Client addresses speak another protocol
+        problem = _probe_gcs(address)
+        if problem:
+            raise ClusterError(f"--address {address}: {problem}")
     import ray
 
-    _present_auth_token()
     # While Ray retries (a refused token: ~20 s) its C++ client logs a warning a second to stderr; those lines
     # are kept aside and shown only if the connection works, while a failure is the one line below.
     with tempfile.TemporaryFile() as captured:
@@ -249,6 +257,35 @@ def _connect_to_cluster(address: str, environment: dict[str, str]) -> None:
     raise ClusterError(_cluster_failure(address, failure, log))
 
 
+_GCS_PROBE = """
+import sys
+import ray._raylet
+from ray._private.services import canonicalize_bootstrap_address
+ray._raylet.GcsClient(address=canonicalize_bootstrap_address(sys.argv[1]))
+"""
+
+
+def _probe_gcs(address: str) -> str | None:
+    """Ask the cluster's GCS for its id in a child process that can be stopped: ``ray.init`` retries for minutes
+    when the port answers but is no GCS. Returns what is wrong, or None when the cluster answered."""
+    try:
+        probe = subprocess.run([sys.executable, "-c", _GCS_PROBE, address], capture_output=True, text=True,
+                               timeout=GCS_PROBE_TIMEOUT_S)
+        if probe.returncode == 0:
+            return None
+        log, timed_out = probe.stdout + probe.stderr, False
+    except subprocess.TimeoutExpired as exc:
+        log = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr))
+        timed_out = True
+    if "InvalidAuthToken" in log or "Unauthenticated" in log:
+        return AUTH_HINT
+    if timed_out:
+        return (f"something listens there but no Ray cluster answered within {GCS_PROBE_TIMEOUT_S:.0f} s; check that "
+                "this is the port given to `ray start --head --port=...` (the GCS port, not the dashboard's)")
+    last = next((line for line in reversed(log.strip().splitlines()) if line.strip()), "no output")
+    return f"the Ray cluster did not answer ({last.strip()[:300]})"
+
+
 def _present_auth_token() -> None:
     """Ray 2.60 clusters started with ``ray start`` want a token when one exists on the head (~/.ray/auth_token).
 
@@ -267,9 +304,7 @@ def _cluster_failure(address: str, exc: BaseException, log: str) -> str:
     """One line for a failed connection, from Ray's exception (and its cause) and what Ray logged meanwhile."""
     texts = [str(exc), str(exc.__cause__ or ""), log]
     if type(exc).__name__ == "AuthenticationError" or any("InvalidAuthToken" in t or "Unauthenticated" in t for t in texts):
-        return (f"--address {address}: the cluster wants Ray's auth token and refused this one (or none); set "
-                "RAY_AUTH_TOKEN to what `ray get-auth-token` prints on the head node (or copy the head's "
-                "~/.ray/auth_token to this machine)")
+        return f"--address {address}: {AUTH_HINT}"
     reason = " ".join(str(exc.__cause__ or exc).split())[:300]
     return f"--address {address}: cannot use this Ray cluster ({type(exc).__name__}: {reason})"
 

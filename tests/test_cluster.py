@@ -51,6 +51,21 @@ def test_an_address_where_nothing_listens_fails_fast_with_one_line(attune_cli, t
     assert not list(tmp_path.glob("*/trials/*"))
 
 
+@pytest.mark.slow  # ~20 s of waiting for an answer that never comes
+def test_an_address_where_something_else_listens_fails_in_one_line(attune_cli, tmp_path):
+    with socket.socket() as listener:  # accepts connections (the kernel does) but never speaks Ray's protocol
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        started = time.perf_counter()
+        result = subprocess.run([attune_cli, "sweep", str(SWEEP), "--address", address, f"tracking.runs_dir={tmp_path}"],
+                                capture_output=True, text=True, timeout=120, cwd=REPO, env=user_environment())
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ray cluster: --address {address}: something listens there"), lines
+    assert time.perf_counter() - started < 40
+
+
 @pytest.fixture
 def ray_head(tmp_path):
     """A token-authenticated `ray start --head` on loopback, in a HOME of its own; yields (address, HOME)."""
