@@ -93,6 +93,34 @@ def test_allowed_metrics_follow_the_swept_methods():
         check_metric(unevaluated)
 
 
+def test_a_restarted_trial_never_reruns_a_finished_run_and_keeps_one_folder(tmp_path):
+    from experiments.sweep import prepare_trial_folder, trial_config
+
+    base = load_config(SWEEP).model_dump(mode="json")
+    trials, interrupted = tmp_path / "trials", tmp_path / "interrupted"
+
+    finished = trial_config(base, {"seed": 0}, str(trials), "t_00000")
+    (trials / "t_00000").mkdir(parents=True)
+    (trials / "t_00000" / "eval.json").write_text(json.dumps({
+        "after": {"mean_utility": 0.25}, "comparison": {"improvement": 0.5, "win_rate": 0.75}, "train_seconds": 3.0}))
+    config, metrics = prepare_trial_folder(finished, interrupted)
+    assert metrics == {"done": 1.0, "run_dir": str(trials / "t_00000"), "mean_utility": 0.25, "improvement": 0.5,
+                       "win_rate": 0.75, "train_seconds": 3.0}
+
+    cut_short = trial_config(base, {"seed": 1}, str(trials), "t_00001")
+    (trials / "t_00001").mkdir()
+    (trials / "t_00001" / "metrics.jsonl").write_text('{"step": 1, "phase": "train"}\n')
+    config, metrics = prepare_trial_folder(cut_short, interrupted)
+    assert metrics is None and not config.resume
+    assert not (trials / "t_00001").exists()  # the trial starts over under its own name...
+    assert (interrupted / "t_00001-1" / "metrics.jsonl").is_file()  # ...and what it had written is kept
+
+    checkpointed = trial_config(base, {"seed": 2}, str(trials), "t_00002")
+    (trials / "t_00002" / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    config, metrics = prepare_trial_folder(checkpointed, interrupted)
+    assert metrics is None and config.resume and config.tracking.name == "t_00002"  # GRPO continues in place
+
+
 def test_sweep_config_errors_name_the_field(tmp_path):
     from experiments.config import ConfigError
     from experiments.sweep import _tune_space
