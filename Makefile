@@ -14,7 +14,7 @@ export OMP_NUM_THREADS ?= $(THREADS)
 help:
 	@echo "make demo       install into .venv and run experiments/configs/quickstart.yaml"
 	@echo "make test       install into .venv and run the test suite (tiny models, a few minutes)"
-	@echo "make test-slow  the slow tests with the embedded SmolLM2 (opt-in)"
+	@echo "make test-slow  the slow tests: SmolLM2 learning, a Ray cluster, a killed sweep resumed (CI runs it)"
 	@echo "make bench      how fast the simulated users score replies (one core)"
 	@echo "make bench-sweep  4 tiny sweep trials one at a time vs. two at a time"
 

@@ -60,6 +60,9 @@ id already in the local cache. Results land in runs/<name>/.
 @app.callback()
 def main() -> None:
     """attune: reinforcement learning for feedback-driven, personalized LLM agents."""
+    from experiments.offline import go_offline
+
+    go_offline()  # before any command imports W&B, Ray or Hugging Face code
 
 
 @app.command("run", help=RUN_HELP)

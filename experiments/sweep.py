@@ -8,27 +8,75 @@ its own run folder and W&B run (W&B group: the sweep's name), offline unless the
 
 The end is a results table sorted by the metric (``sweep_results.md``/``.json``), logged to W&B too, and
 the best configuration as a runnable YAML (``best_config.yaml``). A killed sweep continues with
-``--resume``, keeping finished trials; a trial that raises is reported with its error and the others go on.
+``--resume``: a finished trial is never run again, a trial cut short continues in its own run folder (from
+its last checkpoint when it has one). A trial that raises is reported with its error and the others go on;
+the sweep then ends with :class:`TrialsFailed` (exit code 1 on the command line).
+
+Ray is imported only once the sweep knows whether it runs locally (loopback only, see
+:mod:`experiments.offline`) or on a cluster.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import typer
 import yaml
-from ray import tune
 
+from experiments import offline
 from experiments.config import ConfigError, ExperimentConfig, apply_override, dump_config, load_config
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 TUNE_DIR = "tune"
+TRIALS_DIR = "trials"
+INTERRUPTED_DIR = "interrupted"
+CONNECT_TIMEOUT_S = 5.0
+GCS_PROBE_TIMEOUT_S = 20.0
+AUTH_HINT = ("the cluster wants Ray's auth token and refused this one (or none); set RAY_AUTH_TOKEN to what "
+             "`ray get-auth-token` prints on the head node (or copy the head's ~/.ray/auth_token to this machine)")
+
+# What a trial reports at its end, by kind of method: the metrics a sweep can sort by.
+EVAL_METRICS = ("mean_utility", "improvement", "win_rate")
+TEXT_METRICS = (*EVAL_METRICS, "train_seconds", "total_seconds")
+BASELINE_METRICS = ("held_out_reward", "held_out_regret", "random_reward", "random_regret", "train_seconds")
+
+
+class TrialsFailed(typer.Exit):
+    """Some trials of a sweep failed; its results (with their errors) are written. Exit code 1 in the CLI."""
+
+    def __init__(self, folder: Path, rows: list[dict[str, Any]]) -> None:
+        super().__init__(code=1)
+        self.folder = folder
+        self.rows = rows
+        self.failed = [r for r in rows if r["status"] != "done"]
+
+    def __str__(self) -> str:
+        return f"{len(self.failed)} of {len(self.rows)} trials failed: " + ", ".join(r["trial"] for r in self.failed)
+
+
+class ClusterError(typer.Exit):
+    """The Ray cluster named by --address cannot be used; ``message`` says why and what to check. Exit code 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(code=2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _tune_space(space: dict[str, Any], seeds: list[int] | None) -> dict[str, Any]:
+    from ray import tune
+
     out: dict[str, Any] = {}
     for key, spec in space.items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SPACE_KINDS:
@@ -52,6 +100,31 @@ def _tune_space(space: dict[str, Any], seeds: list[int] | None) -> dict[str, Any
     return out
 
 
+def allowed_metrics(config: ExperimentConfig) -> tuple[str, ...]:
+    """The metrics every trial of this sweep reports at its end (what ``sweep.metric`` may name)."""
+    from experiments.baselines import BASELINE_METHODS
+
+    methods = {config.method}
+    spec = (config.sweep.space if config.sweep else {}).get("method")
+    if isinstance(spec, dict) and isinstance(next(iter(spec.values()), None), list):
+        methods |= set(next(iter(spec.values())))
+    evaluated = config.evaluation.enabled or "evaluation.enabled" in (config.sweep.space if config.sweep else {})
+    per_method = []
+    for method in methods:
+        if method in BASELINE_METHODS:
+            per_method.append(BASELINE_METRICS)
+        else:
+            per_method.append(TEXT_METRICS if evaluated else tuple(m for m in TEXT_METRICS if m not in EVAL_METRICS))
+    return tuple(m for m in per_method[0] if all(m in other for other in per_method[1:]))
+
+
+def check_metric(config: ExperimentConfig) -> None:
+    allowed = allowed_metrics(config)
+    if config.sweep.metric not in allowed:
+        raise ConfigError(f"sweep.metric: {config.sweep.metric!r} is not reported by these trials; "
+                          f"use one of {', '.join(allowed)}")
+
+
 def trial_config(base: dict[str, Any], values: dict[str, Any], runs_dir: str, trial_name: str) -> ExperimentConfig:
     """The experiment config of one trial: the base config with the trial's values at their dotted keys."""
     data = json.loads(json.dumps(base))
@@ -62,9 +135,50 @@ def trial_config(base: dict[str, Any], values: dict[str, Any], runs_dir: str, tr
     return ExperimentConfig.model_validate(data)
 
 
+def final_metrics(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """What a trial reports to Tune at its end, from its ``eval.json``."""
+    final: dict[str, Any] = {"done": 1.0, "run_dir": str(run_dir)}
+    if "after" in report:
+        final |= {
+            "mean_utility": report["after"]["mean_utility"],
+            "improvement": report["comparison"]["improvement"],
+            "win_rate": report["comparison"]["win_rate"],
+        }
+    final |= {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return final
+
+
+def prepare_trial_folder(config: ExperimentConfig, interrupted_dir: Path) -> tuple[ExperimentConfig, dict[str, Any] | None]:
+    """Make a trial safe to start again after a killed sweep: each trial has one run folder, named after it.
+
+    Returns the config to run and, when the trial had already finished (its ``eval.json`` written, though
+    Tune's saved state may predate it), its final metrics instead: a finished trial is never run again.
+    A trial cut short continues in place from its last checkpoint when its method can resume, or else starts
+    over in the same folder; the partial folder is kept, under ``interrupted/``.
+    """
+    import agents
+
+    run_dir = Path(config.tracking.runs_dir) / config.tracking.name
+    if (run_dir / "eval.json").is_file():
+        return config, final_metrics(run_dir, json.loads((run_dir / "eval.json").read_text()))
+    if not run_dir.exists():
+        return config, None
+    has_checkpoint = any(p.name.split("-")[-1].isdigit() for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+    resumable = config.method in agents.METHODS and agents.get_method(config.method).RESUMABLE
+    if has_checkpoint and resumable:
+        return config.model_copy(update={"resume": True}), None
+    interrupted_dir.mkdir(parents=True, exist_ok=True)
+    k = 1
+    while (interrupted_dir / f"{run_dir.name}-{k}").exists():
+        k += 1
+    shutil.move(str(run_dir), str(interrupted_dir / f"{run_dir.name}-{k}"))
+    return config, None
+
+
 def _trainable(values: dict[str, Any], base: dict[str, Any], runs_dir: str, environment: dict[str, str]) -> None:
     """One trial: run the experiment, reporting training logs and the final evaluation to Tune."""
     os.environ.update(environment)
+    from ray import tune
     from transformers import TrainerCallback
 
     from experiments.runner import run
@@ -76,38 +190,151 @@ def _trainable(values: dict[str, Any], base: dict[str, Any], runs_dir: str, envi
                 tune.report({"step": state.global_step, **numbers})
 
     config = trial_config(base, values, runs_dir, tune.get_context().get_trial_name())
+    config, finished = prepare_trial_folder(config, Path(runs_dir).parent / INTERRUPTED_DIR)
+    if finished is not None:
+        tune.report(finished)
+        return
     result = run(config, extra_callbacks=[_ReportToTune()])
-    final: dict[str, Any] = {"done": 1.0, "run_dir": str(result.run_dir)}
-    if "after" in result.eval:
-        final |= {
-            "mean_utility": result.eval["after"]["mean_utility"],
-            "improvement": result.eval["comparison"]["improvement"],
-            "win_rate": result.eval["comparison"]["win_rate"],
-        }
-    final |= {k: v for k, v in result.eval.items() if isinstance(v, (int, float))}
-    tune.report(final)
+    tune.report(final_metrics(result.run_dir, result.eval))
 
 
-def _start_ray(address: str | None) -> bool:
-    """Connect to ``address`` (an existing cluster) or start a local Ray; True if we started it."""
+def _cluster_host_port(address: str) -> tuple[str, int] | None:
+    """Host and port of ``host:port`` or ``ray://host:port``; None for what Ray resolves itself (``auto``)."""
+    bare = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = bare.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _connect_to_cluster(address: str, environment: dict[str, str]) -> None:
+    """``ray.init`` on the cluster at ``address``, presenting its auth token the way Ray's CLI does.
+
+    Every failure a user can fix is a :class:`ClusterError` with one line: nothing listening (checked first,
+    within seconds: Ray itself would retry for minutes), no token for a cluster that wants one, anything else.
+    """
+    target = _cluster_host_port(address)
+    if target is not None:
+        try:
+            socket.create_connection(target, timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else (
+                "no answer" if isinstance(exc, (TimeoutError, socket.timeout)) else str(exc))
+            raise ClusterError(
+                f"--address {address}: no Ray cluster answers there ({reason}); check that `ray start --head "
+                f"--port={target[1]}` runs on {target[0]} and that this machine can reach that port, or leave out "
+                "--address to run on a local Ray") from None
+    _present_auth_token()
+    if not address.startswith("ray://"):  # Ray Client addresses speak another protocol
+        problem = _probe_gcs(address)
+        if problem:
+            raise ClusterError(f"--address {address}: {problem}")
+    import ray
+
+    # While Ray retries (a refused token: ~20 s) its C++ client logs a warning a second to stderr; those lines
+    # are kept aside and shown only if the connection works, while a failure is the one line below.
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": environment})
+            failure = None
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, AuthenticationError, ValueError...
+            failure = exc
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        log = captured.read().decode(errors="replace")
+    if failure is None:
+        sys.stderr.write(log)
+        return
+    if os.environ.get("ATTUNE_DEBUG"):
+        sys.stderr.write(log)
+        raise failure
+    raise ClusterError(_cluster_failure(address, failure, log))
+
+
+_GCS_PROBE = """
+import sys
+import ray._raylet
+from ray._private.services import canonicalize_bootstrap_address
+ray._raylet.GcsClient(address=canonicalize_bootstrap_address(sys.argv[1]))
+"""
+
+
+def _probe_gcs(address: str) -> str | None:
+    """Ask the cluster's GCS for its id in a child process that can be stopped: ``ray.init`` retries for minutes
+    when the port answers but is no GCS. Returns what is wrong, or None when the cluster answered."""
+    try:
+        probe = subprocess.run([sys.executable, "-c", _GCS_PROBE, address], capture_output=True, text=True,
+                               timeout=GCS_PROBE_TIMEOUT_S)
+        if probe.returncode == 0:
+            return None
+        log, timed_out = probe.stdout + probe.stderr, False
+    except subprocess.TimeoutExpired as exc:
+        log = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr))
+        timed_out = True
+    if "InvalidAuthToken" in log or "Unauthenticated" in log:
+        return AUTH_HINT
+    if timed_out:
+        return (f"something listens there but no Ray cluster answered within {GCS_PROBE_TIMEOUT_S:.0f} s; check that "
+                "this is the port given to `ray start --head --port=...` (the GCS port, not the dashboard's)")
+    last = next((line for line in reversed(log.strip().splitlines()) if line.strip()), "no output")
+    return f"the Ray cluster did not answer ({last.strip()[:300]})"
+
+
+def _present_auth_token() -> None:
+    """Ray 2.60 clusters started with ``ray start`` want a token when one exists on the head (~/.ray/auth_token).
+
+    ``ray start`` and a driver that finds the cluster itself (``address="auto"``) switch token auth on when a
+    token is available (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); a driver given
+    an explicit address does not. attune does what ``ray start`` does, unless ``RAY_AUTH_MODE`` is set.
+    """
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _cluster_failure(address: str, exc: BaseException, log: str) -> str:
+    """One line for a failed connection, from Ray's exception (and its cause) and what Ray logged meanwhile."""
+    texts = [str(exc), str(exc.__cause__ or ""), log]
+    if type(exc).__name__ == "AuthenticationError" or any("InvalidAuthToken" in t or "Unauthenticated" in t for t in texts):
+        return f"--address {address}: {AUTH_HINT}"
+    reason = " ".join(str(exc.__cause__ or exc).split())[:300]
+    return f"--address {address}: cannot use this Ray cluster ({type(exc).__name__}: {reason})"
+
+
+def _start_ray(address: str | None, environment: dict[str, str]) -> bool:
+    """Connect to ``address`` (an existing cluster) or start a local Ray; True if this call did either."""
     import ray
 
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=False)
+        _connect_to_cluster(address, environment)
         return True
-    # Pitfalls seen here: Ray writes into HOME unless told otherwise, and a throwaway local cluster needs no auth.
+    # A throwaway local cluster on loopback needs no auth; Ray writes into HOME unless given a temp dir.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     tmp = os.environ.get("RAY_TMPDIR") or f"/tmp/ray-{os.getuid()}"
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False, _temp_dir=tmp)
+    offline.start_local_ray(tmp, num_cpus=os.cpu_count() or 1, log_to_driver=False)
     return True
 
 
 def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None = None, resume: bool = False,
               console: Any = None) -> tuple[Path, list[dict[str, Any]]]:
-    """Run (or ``resume``) the sweep of ``config``; returns its folder and the sorted results."""
-    import ray
+    """Run (or ``resume``) the sweep of ``config``; returns its folder and the sorted results.
+
+    Raises :class:`TrialsFailed` after writing the results when any trial failed, :class:`ClusterError`
+    when ``address`` names no usable cluster and :class:`ConfigError` for a bad sweep block.
+    """
+    offline.go_offline()
+    if offline.is_remote_address(address):
+        offline.allow_ray_cluster()  # before Ray is imported: it reads the setting then
     from rich.console import Console
 
     console = console or Console()
@@ -116,24 +343,32 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
         raise ConfigError("sweep: this config has no sweep block; add sweep: {space: {...}, metric: ..., mode: ...}")
     if config.variants:
         raise ConfigError("sweep: a swept config cannot also have variants")
+    check_metric(config)
     folder = Path(config.tracking.runs_dir).resolve() / (config.tracking.name or f"sweep-{config.experiment}")
     if folder.exists() and not resume and (folder / TUNE_DIR).exists():
         raise ConfigError(f"sweep: {folder} exists; continue it with --resume, or set tracking.name to start another")
+    space = _tune_space(sweep.space, sweep.seeds)
+    import ray
+    from ray import tune
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(dump_config(config))
     base = config.model_dump(mode="json")
     base["experiment"] = folder.name  # W&B group: one per sweep
-    space = _tune_space(sweep.space, sweep.seeds)
-    environment = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    environment = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **offline.offline_environment()}
     for key in ("ATTUNE_CACHE_DIR", "XDG_CACHE_HOME"):
         if os.environ.get(key):
             environment[key] = os.environ[key]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Training reports come before the evaluation that carries the metric; Tune checks only the final one then.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    started_ray = _start_ray(address)
+    try:
+        started_ray = _start_ray(address, environment)
+    except ClusterError as exc:
+        Console(stderr=True).print(f"[red]ray cluster:[/] {exc.message}", soft_wrap=True, highlight=False)
+        raise
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, base=base, runs_dir=str(folder / "trials"), environment=environment),
+        tune.with_parameters(_trainable, base=base, runs_dir=str(folder / TRIALS_DIR), environment=environment),
         {"cpu": sweep.trial_cpus},
     )
     started = time.perf_counter()
@@ -142,7 +377,10 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
         if resume:
             if not tune.Tuner.can_restore(str(tune_path)):
                 raise ConfigError(f"sweep --resume: nothing to resume in {tune_path}; start the sweep without --resume")
-            tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, restart_errored=True)
+            # Unfinished trials continue (each in its own run folder, see prepare_trial_folder); failed trials
+            # stay failed: the sweep reports them, and rerunning a trial that raised would only raise again.
+            tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
             console.print(f"[bold]attune[/] resuming sweep [cyan]{folder}[/]")
         else:
             tuner = tune.Tuner(
@@ -151,7 +389,7 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
                 tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
                                             max_concurrent_trials=sweep.max_concurrent),
                 run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(folder), verbose=0,
-                                          callbacks=[_ConsoleProgress(sweep.metric)],
+                                          callbacks=[_console_progress(sweep.metric)],
                                           failure_config=tune.FailureConfig(max_failures=0)),
             )
             console.print(f"[bold]attune[/] sweep [cyan]{folder}[/] ({'cluster ' + address if address else 'local Ray'})")
@@ -162,6 +400,12 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
     rows = results_table(grid, sweep.metric, sweep.mode, list(space))
     write_results(folder, rows, config, config_path, sweep.metric, time.perf_counter() - started)
     print_results(console, rows, folder, sweep.metric)
+    failed = [r for r in rows if r["status"] != "done"]
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(rows)} trials failed:[/] "
+                      + "; ".join(f"{r['trial']} ({r.get('error', 'no result')})" for r in failed), soft_wrap=True,
+                      highlight=False)
+        raise TrialsFailed(folder, rows)
     return folder, rows
 
 
@@ -236,16 +480,20 @@ def print_results(console: Any, rows: list[dict[str, Any]], folder: Path, metric
         console.print(f"best config: [cyan]{folder / 'best_config.yaml'}[/]")
 
 
-class _ConsoleProgress(tune.Callback):
-    """One line per finished or failed trial (Tune itself runs with verbose=0). Picklable: no console held."""
+def _console_progress(metric: str) -> Any:
+    """A Tune callback printing one line per finished or failed trial (Tune itself runs with verbose=0)."""
+    from ray import tune
 
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
+    class _ConsoleProgress(tune.Callback):
+        def __init__(self, metric: str) -> None:
+            self.metric = metric
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        value = (trial.last_result or {}).get(self.metric)
-        shown = f"{value:+.4f}" if isinstance(value, (int, float)) else "-"
-        print(f"trial {trial.trial_id} done: {self.metric} {shown}", flush=True)
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            value = (trial.last_result or {}).get(self.metric)
+            shown = f"{value:+.4f}" if isinstance(value, (int, float)) else "-"
+            print(f"trial {trial.trial_id} done: {self.metric} {shown}", flush=True)
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(f"trial {trial.trial_id} failed (the other trials go on)", flush=True)
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            print(f"trial {trial.trial_id} failed (the other trials go on)", flush=True)
+
+    return _ConsoleProgress(metric)

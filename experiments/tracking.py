@@ -37,6 +37,9 @@ def wandb_settings() -> Any:
     finish timeout so that Ctrl-C or an unreachable server never hangs a run (or a sweep's driver) on exit."""
     import wandb
 
+    from experiments.offline import go_offline
+
+    go_offline()  # W&B's analytics post to its cloud API even for offline runs unless switched off
     return wandb.Settings(console="off", x_disable_stats=True, disable_git=True, init_timeout=120, finish_timeout=30)
 
 
