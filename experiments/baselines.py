@@ -45,6 +45,22 @@ def env_config(config: ExperimentConfig) -> dict[str, Any]:
     }
 
 
+def _start_offline_ray() -> bool:
+    """Start the local Ray RLlib trains on the offline way (loopback, no usage report, no cloud probes),
+    unless one is running already; True if this call started it."""
+    import os
+
+    import ray
+
+    from experiments import offline
+
+    if ray.is_initialized():
+        return False
+    offline.start_local_ray(os.environ.get("RAY_TMPDIR") or f"/tmp/ray-{os.getuid()}", num_cpus=2,
+                            log_to_driver=False)
+    return True
+
+
 def prepare(config: ExperimentConfig) -> Any:
     """A baseline's validated ``method_settings``; the config's parts a baseline would ignore are refused.
 
@@ -103,11 +119,18 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
         else:
             from agents.rllib import train_rllib
 
-            result = train_rllib(config.method.removeprefix("rllib_"), scenario=settings.pop("scenario"),
-                                 iterations=options.iterations, seed=config.seed, env_config=settings,
-                                 eval_episodes=options.eval_episodes, hidden=tuple(options.hidden),
-                                 lr=options.lr, train_batch_size=options.train_batch_size,
-                                 results_dir=str(run_dir / "rllib"))
+            own_ray = _start_offline_ray()
+            try:
+                result = train_rllib(config.method.removeprefix("rllib_"), scenario=settings.pop("scenario"),
+                                     iterations=options.iterations, seed=config.seed, env_config=settings,
+                                     eval_episodes=options.eval_episodes, hidden=tuple(options.hidden),
+                                     lr=options.lr, train_batch_size=options.train_batch_size,
+                                     results_dir=str(run_dir / "rllib"))
+            finally:
+                if own_ray:
+                    import ray
+
+                    ray.shutdown()  # never `ray stop`: it would end every Ray process on the machine
             for row in result["per_iteration"]:
                 tracker.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=int(row["iteration"]))
             held_out = result.get("held_out", {})
