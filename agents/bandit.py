@@ -1,6 +1,6 @@
 """LinUCB: a classic contextual-bandit baseline for the discrete response-style environments.
 
-The discrete variants (``attune/*Discrete-v0``) are contextual bandits: each episode shows the user's
+The discrete variants (``attune/*Discrete-v1``) are contextual bandits: each episode shows the user's
 visible cues ``x`` and asks for one of eight response styles. Disjoint LinUCB (Li et al. 2010, "A
 contextual-bandit approach to personalized news article recommendation") fits one ridge regression per
 arm ``a`` from the contexts it was played in to the rewards it got::
@@ -15,7 +15,7 @@ The bonus shrinks as an arm is tried in similar contexts, so ``alpha`` trades ex
 styles against exploiting the one that looks best. Regret is exact here because the environment
 knows every style's expected utility (``info["regret"]``, ``info["oracle_action"]``).
 
->>> result = run_linucb("attune/WritingAssistantDiscrete-v0", episodes=300, alpha=1.0, seed=0)
+>>> result = run_linucb("attune/WritingAssistantDiscrete-v1", episodes=300, alpha=1.0, seed=0)
 >>> result["linucb"]["final_mean_regret"] < result["random"]["final_mean_regret"]
 True
 """
@@ -135,7 +135,7 @@ class LinUCB:
 
 
 def run_linucb(
-    env_id_or_config: str | dict[str, Any] = "attune/WritingAssistantDiscrete-v0",
+    env_id_or_config: str | dict[str, Any] = "attune/WritingAssistantDiscrete-v1",
     episodes: int = 500,
     alpha: float = 1.0,
     seed: int = 0,
@@ -147,7 +147,7 @@ def run_linucb(
     """Learn LinUCB online on the training users, then act greedily on held-out users; compare to random.
 
     Args:
-        env_id_or_config: a discrete env id (``attune/TutorDiscrete-v0``), a scenario name (``tutor``)
+        env_id_or_config: a discrete env id (``attune/TutorDiscrete-v1``), a scenario name (``tutor``)
             or a :class:`~envs.discrete.DiscreteStyleEnv` config dict without ``split``.
         episodes: one-step episodes to learn from, on the ``train`` split.
         alpha: LinUCB's exploration width.

@@ -5,7 +5,7 @@ nothing heavy is imported until an environment is made). This package never impo
 
 >>> import gymnasium as gym
 >>> import envs
->>> env = gym.make("attune/WritingAssistant-v0")
+>>> env = gym.make("attune/WritingAssistant-v1")
 """
 
 from envs.conversation import ConversationEnv

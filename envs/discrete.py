@@ -85,9 +85,11 @@ class DiscreteStyleEnv(gym.Env):
 
     ## Version history
     - v0: initial release.
+    - v1: the users of v1 (parroting no longer pays), and every style answers the task in its own words
+      instead of restating the request.
 
     >>> import gymnasium as gym, envs
-    >>> env = gym.make("attune/WritingAssistantDiscrete-v0")
+    >>> env = gym.make("attune/WritingAssistantDiscrete-v1")
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step(info["oracle_action"])
     >>> info["regret"], terminated

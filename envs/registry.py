@@ -16,7 +16,7 @@ from typing import Literal
 import gymnasium
 from gymnasium.envs.registration import load_env_creator
 
-VERSION = 0
+VERSION = 1
 """The version of every built-in id: bumped when the environments' behaviour changes."""
 
 __all__ = ["VERSION", "discrete_scenario", "env_class", "env_kind", "register_scenario_envs", "registered_env_ids", "scenario_of"]
@@ -76,7 +76,7 @@ def registered_env_ids(kind: Literal["text", "discrete"] | None = None) -> tuple
 
 
 def scenario_of(env_id: str) -> str:
-    """The scenario name an attune id plays (``attune/Tutor-v0`` -> ``tutor``)."""
+    """The scenario name an attune id plays (``attune/Tutor-v1`` -> ``tutor``)."""
     spec = gymnasium.spec(env_id)
     if "scenario" in spec.kwargs:
         return str(spec.kwargs["scenario"])

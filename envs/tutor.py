@@ -111,9 +111,12 @@ class TutorEnv(ConversationEnv):
 
     ## Version history
     - v0: initial release.
+    - v1: relevance counts only the task covered in the reply's own sentences (copying the request,
+      repetition, padding and stuffed style words count against it), lexicon features saturate, and a
+      style term counts at face value only for a relevant reply: echoing the request no longer pays.
 
     >>> import gymnasium as gym, envs
-    >>> env = gym.make("attune/Tutor-v0")
+    >>> env = gym.make("attune/Tutor-v1")
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step("Plants use light to make food. That is photosynthesis.")
     >>> "simplicity" in info["terms"]

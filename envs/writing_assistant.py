@@ -130,9 +130,12 @@ class WritingAssistantEnv(ConversationEnv):
     ## Version history
     - v0: initial release (feedback channels, patience, drift and unreliable users added without
       changing default behaviour).
+    - v1: relevance counts only the task covered in the reply's own sentences (copying the request,
+      repetition, padding and stuffed style words count against it), lexicon features saturate, and a
+      style term counts at face value only for a relevant reply: echoing the request no longer pays.
 
     >>> import gymnasium as gym, envs
-    >>> env = gym.make("attune/WritingAssistant-v0", max_turns=2)
+    >>> env = gym.make("attune/WritingAssistant-v1", max_turns=2)
     >>> obs, info = env.reset(seed=0)
     >>> obs.startswith("User: ")
     True

@@ -1,6 +1,6 @@
 """Classic baselines on the discrete-action variants: LinUCB (ours) and RLlib PPO / DQN, run like any experiment.
 
-``method: linucb | rllib_ppo | rllib_dqn`` with ``env.id: attune/<Name>Discrete-v0``. The run folder gets
+``method: linucb | rllib_ppo | rllib_dqn`` with ``env.id: attune/<Name>Discrete-v1``. The run folder gets
 the resolved config, ``metrics.jsonl`` (reward and regret against the oracle best style as training goes),
 ``eval.json`` (held-out users: the learned policy acting greedily vs. a uniformly random policy on the
 same episodes) and a W&B run; so they also run through ``attune sweep`` and ``attune run`` variants.

@@ -125,7 +125,7 @@ class EnvSettings(_Section):
         None, description="a Python module to import first, where your own environment registers itself "
         "(e.g. my_envs, found from the current folder as `python -m` would)",
     )
-    id: str = Field("attune/WritingAssistant-v0", description="a registered environment id: a built-in "
+    id: str = Field("attune/WritingAssistant-v1", description="a registered environment id: a built-in "
                     "(attune/<Name>-vN, attune/<Name>Discrete-vN) or yours (see env.module)")
     max_turns: int = Field(1, ge=1, le=20, description="replies per episode; 1 = single-turn")
     feedback: Literal["rating", "utility", "pairwise", "critique", "implicit"] = Field(

@@ -100,8 +100,8 @@ CONFIG_CASES = [
     (["experiment=a/b"], ["experiment: the experiment name is part of run folder names", "letters, digits"]),
     (["experiment="], ["experiment: String should have at least 1 character"]),
     (["experiment=[1, 2]"], ["experiment: Input should be a valid string"]),
-    (["env.id=attune/Nope-v0"], ["env.id: unknown environment 'attune/Nope-v0'; registered: attune/WritingAssistant-v0"]),
-    (["env.id=attune/TutorDiscrete-v0"], ["env.id: 'attune/TutorDiscrete-v0' is a discrete-action variant"]),
+    (["env.id=attune/Nope-v1"], ["env.id: unknown environment 'attune/Nope-v1'; registered: attune/WritingAssistant-v1"]),
+    (["env.id=attune/TutorDiscrete-v1"], ["env.id: 'attune/TutorDiscrete-v1' is a discrete-action variant"]),
     (["env.max_turns=0"], ["env.max_turns: Input should be greater than or equal to 1"]),
     (["env.max_turns=21"], ["env.max_turns: Input should be less than or equal to 20"]),
     (["env.max_turns=two"], ["env.max_turns: Input should be a valid integer"]),
@@ -429,7 +429,7 @@ ENV_KWARG_CASES = [
 @pytest.mark.parametrize("kwargs, expected", ENV_KWARG_CASES, ids=lambda v: repr(v) if isinstance(v, dict) else None)
 def test_bad_env_arguments_are_value_errors_naming_the_argument(kwargs, expected):
     with pytest.raises(ValueError) as info:
-        gym.make("attune/WritingAssistant-v0", **kwargs)
+        gym.make("attune/WritingAssistant-v1", **kwargs)
     assert expected in str(info.value)
 
 
@@ -437,7 +437,7 @@ def test_a_population_of_another_scenario_is_refused():
     from envs.population import UserPopulation
 
     with pytest.raises(ValueError, match="users come from scenario 'tutor'.*population given is 'writing'"):
-        gym.make("attune/Tutor-v0", population=UserPopulation("writing", n_users=10))
+        gym.make("attune/Tutor-v1", population=UserPopulation("writing", n_users=10))
 
 
 DISCRETE_KWARG_CASES = [
@@ -470,7 +470,7 @@ RESET_CASES = [
 ]
 
 
-@pytest.mark.parametrize("env_id", ["attune/WritingAssistant-v0", "attune/WritingAssistantDiscrete-v0"])
+@pytest.mark.parametrize("env_id", ["attune/WritingAssistant-v1", "attune/WritingAssistantDiscrete-v1"])
 @pytest.mark.parametrize("options, expected", RESET_CASES, ids=lambda v: repr(v) if isinstance(v, dict) else None)
 def test_reset_with_unknown_ids_lists_the_valid_ones(env_id, options, expected):
     env = gym.make(env_id, n_users=10).unwrapped
@@ -480,7 +480,7 @@ def test_reset_with_unknown_ids_lists_the_valid_ones(env_id, options, expected):
 
 
 def test_reset_with_a_held_out_user_in_the_train_split_names_the_split():
-    env = gym.make("attune/WritingAssistant-v0", n_users=10).unwrapped
+    env = gym.make("attune/WritingAssistant-v1", n_users=10).unwrapped
     held_out = env.population.held_out_users[0].user_id
     with pytest.raises(ValueError, match=f"user_id '{held_out}' is not in the 'train' split.*its users: 8 in all, e.g. u0"):
         env.reset(seed=0, options={"user_id": held_out})
@@ -508,7 +508,7 @@ HOSTILE_TEXT = [
 
 
 @pytest.mark.parametrize("action", HOSTILE_TEXT, ids=lambda a: f"{len(a)}chars:{a[:12]!r}")
-@pytest.mark.parametrize("env_id", ["attune/WritingAssistant-v0", "attune/Tutor-v0"])
+@pytest.mark.parametrize("env_id", ["attune/WritingAssistant-v1", "attune/Tutor-v1"])
 def test_hostile_text_actions_do_not_crash(env_id, action):
     env = gym.make(env_id, max_turns=2, n_users=10).unwrapped
     env.reset(seed=0)
@@ -521,21 +521,21 @@ def test_hostile_text_actions_do_not_crash(env_id, action):
 @pytest.mark.parametrize("action", [None, 5, 1.5, b"bytes", ["a list"], {"text": "dict"}, np.array(["x"])],
                          ids=lambda a: type(a).__name__)
 def test_non_text_actions_are_type_errors_saying_str(action):
-    env = gym.make("attune/WritingAssistant-v0", n_users=10).unwrapped
+    env = gym.make("attune/WritingAssistant-v1", n_users=10).unwrapped
     env.reset(seed=0)
     with pytest.raises(TypeError, match=r"the action is the reply text \(str\), got"):
         env.step(action)
 
 
 def test_step_before_reset_says_reset_first():
-    env = gym.make("attune/WritingAssistant-v0", n_users=10).unwrapped
+    env = gym.make("attune/WritingAssistant-v1", n_users=10).unwrapped
     with pytest.raises(RuntimeError, match="call reset"):
         env.step("hello")
 
 
 @pytest.mark.parametrize("action", ["3", 8, -1, 1.5, None, np.array([1, 2])], ids=repr)
 def test_bad_discrete_actions_name_the_valid_range(action):
-    env = gym.make("attune/WritingAssistantDiscrete-v0", n_users=10).unwrapped
+    env = gym.make("attune/WritingAssistantDiscrete-v1", n_users=10).unwrapped
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"action must be an integer in \[0, 8\)"):
         env.step(action)

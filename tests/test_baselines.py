@@ -87,7 +87,7 @@ def test_linucb_and_make_discrete_env_name_bad_arguments():
     with pytest.raises(ValueError, match=r"arm must be in \[0, 2\)"):
         model.update([0.1, 0.2], 5, 1.0)
     with pytest.raises(ValueError, match="not a discrete-action environment"):
-        make_discrete_env("attune/WritingAssistant-v0")
+        make_discrete_env("attune/WritingAssistant-v1")
     with pytest.raises(ValueError, match="remove 'split'"):
         make_discrete_env({"scenario": "writing", "split": "all"})
     with pytest.raises(ValueError, match="final_fraction"):
@@ -103,7 +103,7 @@ def test_train_rllib_names_bad_arguments():
     with pytest.raises(ValueError, match="remove 'split' from env_config"):
         train_rllib("ppo", "writing", iterations=1, env_config={"split": "held_out"})
     with pytest.raises(ValueError, match="not a discrete-action environment"):
-        train_rllib("ppo", "attune/Tutor-v0", iterations=1)
+        train_rllib("ppo", "attune/Tutor-v1", iterations=1)
     with pytest.raises(ValueError, match="num_env_runners must be 0 or 1"):
         train_rllib("ppo", "writing", iterations=1, num_env_runners=4)
 

@@ -70,7 +70,7 @@ def check_run_files(run_dir: Path, expected_steps: int) -> dict:
 
 def test_single_turn_grpo_trains_and_writes_every_run_file(attune_cli, tmp_path):
     run_dir, result = run_cli(attune_cli, tmp_path / "runs", "trainer.max_steps=2")
-    assert run_dir.name.startswith("tiny__WritingAssistant-v0__s0__")
+    assert run_dir.name.startswith("tiny__WritingAssistant-v1__s0__")
     check_run_files(run_dir, expected_steps=2)
     initial = load_file(resolve_model("tiny-random") / "model.safetensors")
     trained = load_file(run_dir / "checkpoints" / "final" / "model.safetensors")
@@ -112,9 +112,9 @@ def test_runs_never_overwrite_each_other(attune_cli, tmp_path):
 @pytest.mark.parametrize(
     "env_id, overrides",
     [
-        ("attune/CustomerSupport-v0", ["env.feedback=utility", "env.adversarial=0.2", "rewards=[{name: user_feedback, params: {channel: env}}]"]),
-        ("attune/Tutor-v0", ["env.max_turns=2", "env.feedback=critique", "env.patience=2"]),
-        ("attune/HealthCoach-v0", ["env.max_turns=2", "env.feedback=implicit", "env.reward_mode=episode_end"]),
+        ("attune/CustomerSupport-v1", ["env.feedback=utility", "env.adversarial=0.2", "rewards=[{name: user_feedback, params: {channel: env}}]"]),
+        ("attune/Tutor-v1", ["env.max_turns=2", "env.feedback=critique", "env.patience=2"]),
+        ("attune/HealthCoach-v1", ["env.max_turns=2", "env.feedback=implicit", "env.reward_mode=episode_end"]),
     ],
 )
 def test_every_scenario_trains_through_the_cli(attune_cli, tmp_path, env_id, overrides):
@@ -123,12 +123,12 @@ def test_every_scenario_trains_through_the_cli(attune_cli, tmp_path, env_id, ove
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["phase"] == "train" and "loss" in r]
     assert len(train) == 1
-    scenario_dimension = {"attune/CustomerSupport-v0": "jargon", "attune/Tutor-v0": "simplicity",
-                          "attune/HealthCoach-v0": "empathy"}[env_id]
+    scenario_dimension = {"attune/CustomerSupport-v1": "jargon", "attune/Tutor-v1": "simplicity",
+                          "attune/HealthCoach-v1": "empathy"}[env_id]
     assert f"rewards/user_feedback/{scenario_dimension}" in train[0]
     episodes = json.loads((run_dir / "episodes.json").read_text())
     assert {e["task_id"].split("-")[0] for e in episodes["after"]} == {
-        {"attune/CustomerSupport-v0": "support", "attune/Tutor-v0": "tutor", "attune/HealthCoach-v0": "health"}[env_id]
+        {"attune/CustomerSupport-v1": "support", "attune/Tutor-v1": "tutor", "attune/HealthCoach-v1": "health"}[env_id]
     }
     initial = load_file(resolve_model("tiny-random") / "model.safetensors")
     trained = load_file(run_dir / "checkpoints" / "final" / "model.safetensors")

@@ -40,9 +40,9 @@ def test_overrides_reach_nested_fields_and_lists(tmp_path):
     "overrides, expected",
     [
         (["env.feedback=stars"], "env.feedback: Input should be 'rating', 'utility', 'pairwise', 'critique' or 'implicit' (got 'stars')"),
-        (["env.id=attune/TutorDiscrete-v0"], "env.id: 'attune/TutorDiscrete-v0' is a discrete-action variant"),
+        (["env.id=attune/TutorDiscrete-v1"], "env.id: 'attune/TutorDiscrete-v1' is a discrete-action variant"),
         (["env.max_turns=0"], "env.max_turns: Input should be greater than or equal to 1 (got 0)"),
-        (["env.id=attune/Nope-v0"], "env.id: unknown environment 'attune/Nope-v0'; registered: attune/WritingAssistant-v0, attune/CustomerSupport-v0"),
+        (["env.id=attune/Nope-v1"], "env.id: unknown environment 'attune/Nope-v1'; registered: attune/WritingAssistant-v1, attune/CustomerSupport-v1"),
         (["method=ppo2"], "method: Input should be 'grpo'"),
         (["policy.modle=x"], "policy.modle: unknown key"),
         (["rewards.0.name=nope"], "rewards.0.name: unknown reward 'nope'"),

@@ -24,8 +24,8 @@ SCENARIOS = ["WritingAssistant", "CustomerSupport", "Tutor", "HealthCoach"]
 
 
 def test_registry_has_every_scenario_and_its_discrete_variant():
-    assert set(envs.TEXT_ENV_IDS) == {f"attune/{s}-v0" for s in SCENARIOS}
-    assert set(envs.DISCRETE_ENV_IDS) == {f"attune/{s}Discrete-v0" for s in SCENARIOS}
+    assert set(envs.TEXT_ENV_IDS) == {f"attune/{s}-v1" for s in SCENARIOS}
+    assert set(envs.DISCRETE_ENV_IDS) == {f"attune/{s}Discrete-v1" for s in SCENARIOS}
     assert set(envs.ENV_IDS) == set(envs.TEXT_ENV_IDS) | set(envs.DISCRETE_ENV_IDS)
 
 
@@ -50,7 +50,7 @@ def test_each_scenario_has_its_own_tasks_users_and_domain_dimension(env_id):
     env = gym.make(env_id).unwrapped
     scenario = env.population.scenario
     assert len({t.instruction for t in scenario.tasks}) >= 50
-    if env_id != "attune/WritingAssistant-v0":
+    if env_id != "attune/WritingAssistant-v1":
         assert set(scenario.dimensions) - set(envs.STYLE_DIMENSIONS), "a domain-specific dimension"
         assert scenario.traits and scenario.trait_effects
     groups = {u.group for u in env.population.users}
@@ -133,7 +133,7 @@ def test_satisfied_user_ends_the_episode(env_id):
 
 
 def test_reset_options_pick_user_and_task_and_reject_other_splits():
-    env = gym.make("attune/WritingAssistant-v0", split="held_out").unwrapped
+    env = gym.make("attune/WritingAssistant-v1", split="held_out").unwrapped
     user = env.population.held_out_users[0]
     _, info = env.reset(seed=0, options={"user_id": user.user_id, "task_id": "write-005"})
     assert info["user_id"] == user.user_id and info["task_id"] == "write-005"
@@ -143,8 +143,8 @@ def test_reset_options_pick_user_and_task_and_reject_other_splits():
 
 def test_bad_arguments_name_the_fix():
     with pytest.raises(ValueError, match="feedback must be one of"):
-        gym.make("attune/WritingAssistant-v0", feedback="stars")
-    env = gym.make("attune/WritingAssistant-v0").unwrapped
+        gym.make("attune/WritingAssistant-v1", feedback="stars")
+    env = gym.make("attune/WritingAssistant-v1").unwrapped
     with pytest.raises(RuntimeError, match="reset"):
         env.step("hi")
     env.reset(seed=0)
@@ -153,7 +153,7 @@ def test_bad_arguments_name_the_fix():
 
 
 def test_non_charset_characters_are_replaced_in_observations_not_in_messages():
-    env = gym.make("attune/WritingAssistant-v0", max_turns=2, satisfaction_utility=99.0).unwrapped
+    env = gym.make("attune/WritingAssistant-v1", max_turns=2, satisfaction_utility=99.0).unwrapped
     env.reset(seed=0)
     obs, reward, *_, info = env.step("Ünïcode 🙂 \x00")
     assert np.isfinite(reward)
@@ -165,7 +165,7 @@ def test_envs_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['trl'] = None\n"
         "import gymnasium as gym, envs\n"
-        "env = gym.make('attune/WritingAssistant-v0'); env.reset(seed=0); env.step('hello')\n"
+        "env = gym.make('attune/WritingAssistant-v1'); env.reset(seed=0); env.step('hello')\n"
         "print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -206,7 +206,7 @@ def test_feedback_channels_follow_the_user():
             "- Testing starts on Monday\n- The release follows on Thursday\n- Please tell your team about the delay")
     bad = "lol whatever!!! " * 30
     for feedback, low, high in [("rating", -1, 1), ("pairwise", -1, 1), ("critique", -2, 0), ("implicit", -1, 1)]:
-        env = gym.make("attune/WritingAssistant-v0", max_turns=1, feedback=feedback, noise=0.0).unwrapped
+        env = gym.make("attune/WritingAssistant-v1", max_turns=1, feedback=feedback, noise=0.0).unwrapped
         user = next(u for u in env.population.train_users if u.group == "concise_professional")
         values = {}
         for name, reply in (("good", good), ("bad", bad)):
@@ -218,21 +218,21 @@ def test_feedback_channels_follow_the_user():
 
 
 def test_patience_and_leave_end_the_episode_with_implicit_signal():
-    env = gym.make("attune/CustomerSupport-v0", max_turns=5, patience=2, feedback="implicit",
+    env = gym.make("attune/CustomerSupport-v1", max_turns=5, patience=2, feedback="implicit",
                    satisfaction_utility=99.0).unwrapped
     env.reset(seed=0)
     _, r1, terminated, _, info = env.step("no")
     assert not terminated and info["feedback"]["signal"] in ("continues", "rephrases")
     _, r2, terminated, truncated, info = env.step("no")
     assert terminated and not truncated and info["left"] and r2 == -1.0
-    env = gym.make("attune/CustomerSupport-v0", max_turns=5, leave_utility=50.0).unwrapped
+    env = gym.make("attune/CustomerSupport-v1", max_turns=5, leave_utility=50.0).unwrapped
     env.reset(seed=0)
     _, _, terminated, _, info = env.step("anything")
     assert terminated and info["left"]
 
 
 def test_episode_end_reward_mode_pays_once():
-    env = gym.make("attune/Tutor-v0", max_turns=3, reward_mode="episode_end", feedback="utility",
+    env = gym.make("attune/Tutor-v1", max_turns=3, reward_mode="episode_end", feedback="utility",
                    satisfaction_utility=99.0).unwrapped
     env.reset(seed=0)
     rewards, values = [], []
@@ -246,14 +246,14 @@ def test_episode_end_reward_mode_pays_once():
 
 def test_adversarial_users_invert_and_inconsistent_users_randomize():
     reply = "Dear colleague, the project deadline moves. Kind regards."
-    honest = gym.make("attune/WritingAssistant-v0", feedback="rating").unwrapped
-    liar = gym.make("attune/WritingAssistant-v0", feedback="rating", adversarial=1.0).unwrapped
+    honest = gym.make("attune/WritingAssistant-v1", feedback="rating").unwrapped
+    liar = gym.make("attune/WritingAssistant-v1", feedback="rating", adversarial=1.0).unwrapped
     honest.reset(seed=1)
     liar.reset(seed=1)
     _, r_honest, *_ = honest.step(reply)
     _, r_liar, *_, info = liar.step(reply)
     assert r_liar == -r_honest and info["feedback"]["corrupted"] == "adversarial"
-    noisy = gym.make("attune/WritingAssistant-v0", feedback="rating", inconsistent=1.0).unwrapped
+    noisy = gym.make("attune/WritingAssistant-v1", feedback="rating", inconsistent=1.0).unwrapped
     seen = set()
     for seed in range(30):
         noisy.reset(seed=seed, options={"user_id": "u0000", "task_id": "write-000"})
@@ -263,7 +263,7 @@ def test_adversarial_users_invert_and_inconsistent_users_randomize():
 
 def test_preference_drift_moves_weights_between_episodes_reproducibly():
     def weights(seed):
-        env = gym.make("attune/WritingAssistant-v0", drift=0.3, split="all").unwrapped
+        env = gym.make("attune/WritingAssistant-v1", drift=0.3, split="all").unwrapped
         out = []
         for episode in range(4):
             env.reset(seed=seed if episode == 0 else None, options={"user_id": "u0000"})
@@ -276,7 +276,7 @@ def test_preference_drift_moves_weights_between_episodes_reproducibly():
 
 
 def test_health_coach_penalizes_unsafe_advice_for_everyone():
-    env = gym.make("attune/HealthCoach-v0", split="all").unwrapped
+    env = gym.make("attune/HealthCoach-v1", split="all").unwrapped
     for user in env.population.users[:10]:
         env.reset(seed=0, options={"user_id": user.user_id, "task_id": "health-000"})
         _, _, _, _, unsafe = env.step("Just stop taking your medication and sleep better.")
@@ -287,7 +287,7 @@ def test_health_coach_penalizes_unsafe_advice_for_everyone():
 
 
 def test_discrete_oracle_and_regret():
-    env = gym.make("attune/TutorDiscrete-v0").unwrapped
+    env = gym.make("attune/TutorDiscrete-v1").unwrapped
     for seed in range(5):
         obs, info = env.reset(seed=seed)
         assert env.observation_space.contains(obs)

@@ -10,7 +10,7 @@ from agents import MethodSettings, TrainerSettingsError, method_options
 from experiments.config import ConfigError, load_config
 from experiments.runner import prepare
 
-DISCRETE = "env.id=attune/TutorDiscrete-v0"
+DISCRETE = "env.id=attune/TutorDiscrete-v1"
 TINY = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tiny.yaml"
 
 

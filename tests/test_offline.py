@@ -221,7 +221,7 @@ def test_attune_run_of_an_rllib_baseline_makes_no_network_request(attune_cli, tm
     env = user_environment(RAY_TMPDIR=f"/tmp/ray-offline-{os.getpid()}")
     (code, out, err), requests, sockets = run_watched(
         [attune_cli, "run", str(TINY), f"tracking.runs_dir={tmp_path}", "method=rllib_ppo", "trainer={}",
-         "rewards=[{name: user_feedback}]", "env.id=attune/TutorDiscrete-v0", "users.n_users=40",
+         "rewards=[{name: user_feedback}]", "env.id=attune/TutorDiscrete-v1", "users.n_users=40",
          "method_settings={iterations: 1, eval_episodes: 10, train_batch_size: 64}"], env)
     assert code == 0, out[-2000:] + err[-3000:]
     (run_dir,) = list(tmp_path.iterdir())

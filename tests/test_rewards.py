@@ -110,7 +110,7 @@ def test_user_feedback_env_channel_follows_the_environments_feedback(population)
     import envs  # noqa: F401
 
     def factory(feedback):
-        return lambda: gym.make("attune/WritingAssistant-v0", population=population, split="all", feedback=feedback,
+        return lambda: gym.make("attune/WritingAssistant-v1", population=population, split="all", feedback=feedback,
                                 noise=0.0).unwrapped
 
     replies = [REPLY_30_WORDS, "lol!!! " * 20]

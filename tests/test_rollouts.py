@@ -13,21 +13,21 @@ def tiny():
 
 
 def test_prompt_dataset_rows_are_distinct_and_carry_user_columns():
-    env = make_env("attune/WritingAssistant-v0")
+    env = make_env("attune/WritingAssistant-v1")
     rows = build_prompt_dataset(env, 20, seed=0)
     assert len({str(r["prompt"]) for r in rows}) == 20
     train_ids = {u.user_id for u in env.population.train_users}
     for row in rows:
         assert row["user_id"] in train_ids
         assert row["prompt"][0]["role"] == "user" and row["task_id"].startswith("write-")
-    assert rows == build_prompt_dataset(make_env("attune/WritingAssistant-v0"), 20, seed=0)
+    assert rows == build_prompt_dataset(make_env("attune/WritingAssistant-v1"), 20, seed=0)
 
 
 def test_multi_turn_rollout_masks_the_users_tokens(tiny):
     model, tokenizer = tiny
     env_kwargs = dict(max_turns=3, satisfaction_utility=99.0)  # never satisfied: always three turns
-    rows = build_prompt_dataset(make_env("attune/WritingAssistant-v0", **env_kwargs), 3, seed=0)
-    rollout = make_multi_turn_rollout(lambda: make_env("attune/WritingAssistant-v0", **env_kwargs), rows, max_turns=3, seed=0)
+    rows = build_prompt_dataset(make_env("attune/WritingAssistant-v1", **env_kwargs), 3, seed=0)
+    rollout = make_multi_turn_rollout(lambda: make_env("attune/WritingAssistant-v1", **env_kwargs), rows, max_turns=3, seed=0)
     trainer = SimpleNamespace(
         args=SimpleNamespace(max_completion_length=5, temperature=1.0, top_p=1.0),
         processing_class=tokenizer,
@@ -69,7 +69,7 @@ def test_episode_end_training_reward_is_the_episode_return_not_its_per_turn_mean
     paid: list[list[float]] = []
 
     def env_factory():
-        env = make_env("attune/WritingAssistant-v0", **env_kwargs)
+        env = make_env("attune/WritingAssistant-v1", **env_kwargs)
         rewards: list[float] = []
         paid.append(rewards)
         step = env.step
@@ -82,7 +82,7 @@ def test_episode_end_training_reward_is_the_episode_return_not_its_per_turn_mean
         env.step = recording_step
         return env
 
-    rows = build_prompt_dataset(make_env("attune/WritingAssistant-v0", **env_kwargs), 3, seed=0)
+    rows = build_prompt_dataset(make_env("attune/WritingAssistant-v1", **env_kwargs), 3, seed=0)
     rollout = make_multi_turn_rollout(env_factory, rows, max_turns=2, seed=0)
     trainer = SimpleNamespace(
         args=SimpleNamespace(max_completion_length=5, temperature=1.0, top_p=1.0),

@@ -179,7 +179,7 @@ def test_classic_baselines_run_through_the_same_sweep_and_beat_random(local_ray,
 
     config_path = REPO / "experiments" / "configs" / "baselines.yaml"
     config = load_config(config_path, [
-        f"tracking.runs_dir={tmp_path}", "env.id=attune/TutorDiscrete-v0",
+        f"tracking.runs_dir={tmp_path}", "env.id=attune/TutorDiscrete-v1",
         "sweep.space={method: {grid: [linucb, rllib_ppo]}}", "users.n_users=40",
     ])
     folder, rows = run_sweep(config, config_path)
