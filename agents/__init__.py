@@ -30,6 +30,19 @@ METHODS: dict[str, str] = {
     "sft": "agents.sft",
     "prompting": "agents.prompting",
 }
+"""The LLM training methods: name -> module (``train(job)``, ``check_settings``, ``Settings``, capabilities)."""
+
+BASELINES: dict[str, str] = {
+    "linucb": "agents.bandit:LinUCBSettings",
+    "rllib_ppo": "agents.rllib:RLlibSettings",
+    "rllib_dqn": "agents.rllib:RLlibSettings",
+}
+"""The classic baselines on the discrete variants: name -> their ``method_settings`` model."""
+
+
+def method_names() -> tuple[str, ...]:
+    """Every name ``method:`` accepts: the LLM methods, then the classic baselines."""
+    return (*METHODS, *BASELINES)
 
 
 @dataclasses.dataclass
@@ -211,9 +224,10 @@ def _validate_settings(model: type[MethodSettings], settings: Any) -> MethodSett
         raise TrainerSettingsError(f"method_settings.{field}: {message} (got {error.get('input')!r})") from None
 
 
-def describe_settings(method: ModuleType) -> str:
-    """``name (default): description`` for each of a method's ``method_settings``, for help texts."""
-    model: type[MethodSettings] = getattr(method, "Settings", MethodSettings)
+def describe_settings(method: ModuleType | type[MethodSettings]) -> str:
+    """``name=default (description)`` for each of a method's ``method_settings`` (a method module or its
+    settings model), for help texts."""
+    model = method if isinstance(method, type) else getattr(method, "Settings", MethodSettings)
     parts = []
     for name, field in model.model_fields.items():
         text = f"{name}={field.default!r}"

@@ -10,39 +10,21 @@ same episodes) and a W&B run; so they also run through ``attune sweep`` and ``at
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 from typing import Any
 
+from agents import BASELINES
 from experiments.config import ConfigError, ExperimentConfig
 
-BASELINE_METHODS = ("linucb", "rllib_ppo", "rllib_dqn")
+BASELINE_METHODS: tuple[str, ...] = tuple(BASELINES)
 
 
 def settings_model(method: str) -> Any:
     """The typed ``method_settings`` model of a baseline."""
-    if method == "linucb":
-        from agents.bandit import LinUCBSettings
-
-        return LinUCBSettings
-    from agents.rllib import RLlibSettings
-
-    return RLlibSettings
-
-
-def env_config(config: ExperimentConfig) -> dict[str, Any]:
-    """The :class:`~envs.discrete.DiscreteStyleEnv` config of a baseline run."""
-    import envs
-
-    if config.env.feedback not in ("rating", "utility"):
-        raise ConfigError("env.feedback: the discrete variants answer with 'rating' or 'utility'")
-    return {
-        "scenario": envs.scenario_of(config.env.id),
-        "n_users": config.users.n_users,
-        "population_seed": config.users.seed,
-        "noise": config.env.noise,
-        "feedback": config.env.feedback,
-    }
+    module, _, name = BASELINES[method].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _start_offline_ray() -> bool:

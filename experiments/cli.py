@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 DEBUG_HELP = "show the full traceback of an error instead of one line"
 
@@ -42,19 +42,49 @@ Overrides use dotted paths into the config, values are YAML scalars, e.g.
 
   attune run experiments/configs/quickstart.yaml trainer.max_steps=5 policy.model=tiny-random
 
-Main fields: experiment, seed, threads; env.{id, max_turns, feedback (rating|utility|pairwise|critique|implicit),
-reward_mode, noise, patience, drift, inconsistent, adversarial}; users.{n_users, held_out_fraction, seed, groups};
-policy.{model, lora}; method (grpo|rloo|ppo|dpo|online_dpo|sft|prompting; linucb|rllib_ppo|rllib_dqn on the
-discrete variants); method_settings; prompts; rewards (list of {name, weight, params}: user_feedback,
-length_target, keyword_coverage, readability, structure, embedding_similarity, learned_reward_model,
-llm_judge, mixture, user_mixture, or package.module:function); trainer (passed to TRL's config class, e.g.
-max_steps, learning_rate, num_generations); checkpoint_every, resume; evaluation.{enabled, prompts,
-max_new_tokens, temperature, seed, noise_seeds}; tracking.{runs_dir, wandb (offline|online|disabled),
-project, name}; variants (several configurations side by side).
-
-Models: smollm2-135m-instruct (embedded default), tiny-random (tests), a local folder, or a Hugging Face
-id already in the local cache. Results land in runs/<name>/.
+Results land in runs/<name>/. Every field, method and reward is listed below.
 """
+
+
+def run_help() -> str:
+    """``attune run --help``: the fields, methods and rewards, generated from the config model and registries."""
+    import agents
+    from experiments import baselines
+    from experiments.config import field_reference
+    from rewards import REWARDS
+
+    methods = []
+    for name in agents.METHODS:
+        module = agents.get_method(name)
+        trainer = ", ".join(f"{k}={v}" for k, v in getattr(module, "DEFAULT_SETTINGS", {}).items())
+        methods.append(f"{name}: {agents.describe_settings(module)}" + (f"; trainer defaults: {trainer}" if trainer else ""))
+    methods += [f"{name} (discrete variants): {agents.describe_settings(baselines.settings_model(name))}"
+                for name in agents.BASELINES]
+    return "\n\n".join([
+        RUN_HELP.strip(),
+        "Fields:\n\n\b\n" + "\n".join(f"  {line}" for line in field_reference()),
+        "Methods and their method_settings (trainer: passes through to the method's TRL config class):\n\n\b\n"
+        + "\n".join(f"  {line}" for line in methods),
+        "Rewards (rewards: [{name, weight, params}]): " + ", ".join(REWARDS)
+        + ", or your own as package.module:function.",
+        "Models (policy.model): smollm2-135m-instruct (embedded default), tiny-random (tests), a local folder, "
+        "or a Hugging Face id already in the local cache.",
+    ])
+
+
+class _GeneratedHelpCommand(TyperCommand):
+    """A command whose help text is built only when asked for (it imports every method to describe it)."""
+
+    help_factory: Any = None
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        if self.help_factory is not None:
+            self.help = type(self).help_factory()
+        return super().format_help(ctx, formatter)
+
+
+class _RunCommand(_GeneratedHelpCommand):
+    help_factory = staticmethod(run_help)
 
 
 @app.callback()
@@ -65,7 +95,7 @@ def main() -> None:
     go_offline()  # before any command imports W&B, Ray or Hugging Face code
 
 
-@app.command("run", help=RUN_HELP)
+@app.command("run", cls=_RunCommand, help=RUN_HELP)
 def run_command(
     ctx: typer.Context,
     config: Path = typer.Argument(..., help="experiment YAML, e.g. experiments/configs/quickstart.yaml"),

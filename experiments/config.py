@@ -242,12 +242,12 @@ class RewardSpec(_Section):
 
 
 class EvaluationSettings(_Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="score the base and the trained policy on held-out users")
     prompts: int = Field(32, ge=1, description="held-out conversations scored before and after training")
-    max_new_tokens: int = Field(48, ge=1)
+    max_new_tokens: int = Field(48, ge=1, description="length limit of each evaluated reply, in tokens")
     temperature: float = Field(0.7, ge=0.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    batch_size: int = Field(8, ge=1)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling of evaluated replies")
+    batch_size: int = Field(8, ge=1, description="replies generated at once")
     seed: int = Field(1234, ge=0, le=MAX_SEED, description="sampling and pairwise-choice seed; the same for before and after")
     noise_seeds: int = Field(
         0, ge=0, description="extra sampling seeds to re-score the base policy with: measures seed-to-seed noise"
@@ -295,19 +295,31 @@ class SweepSettings(_Section):
 class ExperimentConfig(_Section):
     experiment: str = Field("experiment", min_length=1,
                             description="a short name for this experiment (letters, digits and . _ = + -)")
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="the run's one seed source: every consumer's seed is derived from it")
     threads: int = Field(1, ge=1, le=1024, description="torch CPU threads; 1 is often fastest on small shared machines")
     env: EnvSettings = Field(default_factory=EnvSettings)
     users: UserSettings = Field(default_factory=UserSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
-    method: Literal["grpo", "rloo", "ppo", "dpo", "online_dpo", "sft", "prompting", "linucb", "rllib_ppo", "rllib_dqn"] = "grpo"
+    method: str = Field("grpo", description="the training method: an LLM method on a conversation env, or a "
+                        "classic baseline on a discrete variant (each listed below with its method_settings)",
+                        json_schema_extra={"allowed": "methods"})
     method_settings: dict[str, Any] = Field(
-        default_factory=dict,
-        description="settings of the method itself, outside TRL (dpo: rounds, samples; sft: per; prompting: profile, retrieval_k)",
+        default_factory=dict, description="settings of the method itself, outside TRL (each method's are listed below)",
     )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        import agents
+
+        names = agents.method_names()
+        if value not in names:
+            raise ValueError("Input should be " + ", ".join(repr(n) for n in names[:-1]) + f" or {names[-1]!r}")
+        return value
     prompts: int = Field(64, ge=1, description="training prompts drawn from env resets of training users "
                          "(at most the distinct opening messages the training users and tasks give)")
-    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="user_feedback")], min_length=1)
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="user_feedback")], min_length=1,
+                                      description="what training optimizes: a weighted sum of reward functions")
     trainer: dict[str, Any] = Field(default_factory=dict, description="passed through to the TRL config class")
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: only the final model)")
     resume: bool = Field(False, description="continue the last unfinished run of this experiment from its checkpoint")
@@ -360,7 +372,9 @@ class ExperimentConfig(_Section):
     def _method_fits_env(self) -> ExperimentConfig:
         import envs
 
-        baseline = self.method in ("linucb", "rllib_ppo", "rllib_dqn")
+        import agents
+
+        baseline = self.method in agents.BASELINES
         try:
             kind = envs.env_kind(self.env.id)
         except Exception:  # noqa: BLE001 - env.id already reported the unknown id
@@ -628,3 +642,51 @@ def check_tracking(config: ExperimentConfig) -> None:
 
 def dump_config(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def field_reference(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """One line per config field, generated from the model: ``dotted.name (allowed or type, default): help``.
+
+    ``attune run --help`` shows these, so a field, its allowed values and its description live in one place.
+    """
+    model = model or ExperimentConfig
+    lines = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        nested = _section_of(annotation)
+        if nested is not None and name not in ("sweep",):
+            lines += field_reference(nested, f"{prefix}{name}.")
+            continue
+        kind = _describe_annotation(annotation)
+        if (field.json_schema_extra or {}).get("allowed") == "methods":
+            import agents
+
+            kind = "|".join(agents.method_names())
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = "see its fields"
+        elif isinstance(default, list):
+            default = [d.model_dump() if isinstance(d, BaseModel) else d for d in default]
+        shown = "" if field.is_required() else f", default {default!r}"
+        lines.append(f"{prefix}{name} ({kind}{shown})" + (f": {field.description}" if field.description else ""))
+    return lines
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, _Section):
+        return annotation
+    return None
+
+
+def _describe_annotation(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "|".join(str(v) for v in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe_annotation(a) for a in typing.get_args(annotation))
+    if origin in (list, dict):
+        return origin.__name__
+    if isinstance(annotation, type):
+        return "section" if issubclass(annotation, BaseModel) else annotation.__name__
+    return str(annotation)
+

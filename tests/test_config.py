@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import sys
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -92,11 +94,55 @@ def test_cli_prints_one_line_error_and_exits_2(overrides, expected, tmp_path):
     assert not runs.exists() or not any(runs.iterdir())  # nothing written for a config error
 
 
-def test_run_help_lists_fields_models_and_rewards():
-    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+def _dotted_fields(model, prefix=""):
+    from experiments.config import _section_of
+
+    for name, field in model.model_fields.items():
+        nested = _section_of(field.annotation)
+        if nested is not None and name != "sweep":
+            yield from _dotted_fields(nested, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def test_run_help_is_generated_from_the_config_model_and_the_registries():
+    import agents
+    from experiments.config import ExperimentConfig
+    from rewards import REWARDS
+
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0
-    for word in ["trainer.max_steps", "smollm2-135m-instruct", "tiny-random", "user_feedback", "runs/<name>"]:
-        assert word in result.output
+    text = " ".join(result.output.split())  # rich wraps and pads; compare on single spaces
+    for name, field in _dotted_fields(ExperimentConfig):
+        assert f"{name} (" in text, name
+        if field.description:
+            assert " ".join(field.description.split()) in text, name
+    for method in agents.method_names():
+        assert f" {method}" in text, method
+    assert "rounds=2 (sample-choose-train rounds" in text  # a method's own settings, from its Settings model
+    assert "episodes=1000 (training episodes" in text  # a baseline's too
+    for reward in REWARDS:
+        assert reward in text
+    assert "env.feedback (rating|utility|pairwise|critique|implicit, default 'rating')" in text
+
+
+def test_a_method_registered_from_outside_shows_up_in_help_and_validates(monkeypatch):
+    import types
+
+    import agents
+
+    toy = types.ModuleType("toy_method")
+    toy.MULTI_TURN, toy.RESUMABLE, toy.DEFAULT_SETTINGS = False, False, {}
+
+    class Settings(agents.MethodSettings):
+        greeting: str = "hello"
+
+    toy.Settings = Settings
+    monkeypatch.setitem(sys.modules, "toy_method", toy)
+    monkeypatch.setitem(agents.METHODS, "toy", "toy_method")
+    assert load_config(None, ["method=toy"]).method == "toy"
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "400"})
+    assert "toy: greeting='hello'" in " ".join(result.output.split())
 
 
 def test_resolved_config_round_trips(tmp_path):
