@@ -104,3 +104,26 @@ def test_your_own_environment_and_reward_train_sweep_compare_and_rerun(user_fold
     run(user_folder, env_commands[2], *TINY, variants, f"tracking.runs_dir={user_folder / 'compare'}")
     comparison = json.loads(next((user_folder / "compare").glob("*/reward_comparison.json")).read_text())
     assert len(comparison) == 2
+
+
+def test_layout_section_names_every_top_level_folder():
+    block = re.search(r"```\n(.*?)```", section("Layout"), flags=re.S).group(1)
+    listed = {line.split("/")[0] for line in block.splitlines() if re.match(r"\w+/ ", line)}
+    folders = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "runs"
+               and any(p.rglob("*.py")) or p.name == "docs"}
+    folders -= {"build", "wandb"} | {p.name for p in REPO.glob("*.egg-info")}
+    assert listed == folders
+
+
+def run_files_table() -> set[str]:
+    rows = re.findall(r"^\| `([^`]+)`", section("Running experiments"), flags=re.M)
+    return {row.split(",")[0].rstrip("/") for row in rows}
+
+
+def test_run_files_table_matches_a_real_run_folder(attune_cli, tmp_path):
+    done = subprocess.run([attune_cli, "run", str(REPO / "experiments" / "configs" / "tiny.yaml"),
+                           f"tracking.runs_dir={tmp_path}", "evaluation.prompts=2", "trainer.max_steps=1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    assert run_files_table() == {p.name for p in run_dir.iterdir()}
