@@ -48,8 +48,10 @@ def test_user_feedback_noise_is_a_pure_function_and_rating_is_likert(population)
     a = user_feedback(None, ["a reply", "a reply"], noise=0.5, **kwargs)
     b = user_feedback(None, ["a reply", "a reply"], noise=0.5, **kwargs)
     assert a == b and a[0] == a[1]  # same user, same reply, same perception
-    ratings = user_feedback(None, ["a reply", "email colleague project"], channel="rating", **kwargs)
-    assert all(r in (-1.0, -0.5, 0.0, 0.5, 1.0) for r in ratings)
+    ratings = user_feedback(None, ["a reply", "email colleague project"], channel="rating", noise=0.0, **kwargs)
+    # "a reply": brevity term 2/(1+2/30)-1 = 0.875, no task keyword -> relevance -1: utility -0.125 -> Likert 3 -> 0.0
+    # "email colleague project": utility 1.818 (see above) -> Likert 5 -> (5-3)/2 = 1.0
+    assert ratings == [0.0, 1.0]
 
 
 def test_user_feedback_uses_env_reward_from_multi_turn_rollouts(population):
@@ -108,9 +110,12 @@ def test_user_feedback_env_channel_follows_the_environments_feedback(population)
     replies = ["email colleague project " + "x " * 27, "lol!!! " * 20]
     kwargs = dict(user_id=["u0000", "u0000"], task_id=["write-000"] * 2, population=population, channel="env")
     implicit = user_feedback(None, replies, env_factory=factory("implicit"), **kwargs)
-    assert set(implicit) <= {1.0, 0.5, 0.0, -1.0} and implicit[0] > implicit[1]
+    # utility 1.0 (>= 0, below the satisfaction threshold 1.5): "continues"; the 20-word off-topic reply has
+    # utility 2/(1+20/30)-1-1 = -0.8 < 0: "rephrases"
+    assert implicit == [0.5, 0.0]
     pairwise = user_feedback(None, replies, env_factory=factory("pairwise"), **kwargs)
-    assert set(pairwise) <= {1.0, -1.0}
+    # against the task's reference reply (utility ~1.22) the off-topic one wins with probability ~3e-4
+    assert pairwise[0] in (1.0, -1.0) and pairwise[1] == -1.0
     assert pairwise == user_feedback(None, replies, env_factory=factory("pairwise"), **kwargs)  # pure function
     with pytest.raises(ValueError, match="needs env_factory"):
         user_feedback(None, replies, **kwargs)
