@@ -14,8 +14,12 @@ under each of ``N_SEEDS`` sampling seeds, gives a mean and a seed-to-seed standa
 0.05 around a mean of about 0.24). The trained model's mean share over the same seeds must exceed the
 untrained mean by ``SIGMA_MARGIN`` standard errors of a difference of two such means
 (``sd * sqrt(2 / N_SEEDS)``), and by at least ``MIN_GAIN`` absolute, whichever is larger. A broken adapter
-(rewards not reaching the trainer, chosen and rejected swapped, replies scored against the wrong rows)
-leaves the share at chance or lowers it, and fails.
+(rewards not reaching the trainer, a flipped sign) leaves the share where it was or lowers it, and fails:
+with users indifferent to the four words, GRPO and RLOO keep the untrained share exactly (no reward
+variance), online DPO ended at 0.20 and PPO at 0.06; with users who dislike warmth every method ended
+at or below 0.11. DPO drifts more on its own samples and is tested against its own cold-user run.
+(Whether replies are scored against the right rows is tested directly: test_reward_models.py, PPO, and
+test_rollouts.py, multi-turn GRPO.)
 
 SFT has no reward: it learns from the users' own texts. Its case is two groups whose texts open
 differently ("I hope you are well..." from warm users, "Dear reader..." from formal ones); each group's
@@ -149,12 +153,6 @@ REWARD_METHODS = {
                     "learning_rate": 5e-3}, None),
     "ppo": ({"max_steps": 10, "per_device_train_batch_size": 8, "response_length": REPLY_TOKENS,
              "learning_rate": 3e-3}, None),
-    # DPO's pairs come from the users' own choices (Bradley-Terry on their noisy utility): the warm reply
-    # wins. Plain DPO on the random tiny model pushes both replies' likelihood down until the frequent
-    # words are gone (DPO's known likelihood displacement); the SFT term on the chosen reply (RPO) keeps
-    # it on them. Swapped or random choices would still fail: the chosen side would carry no extra warmth.
-    "dpo": ({"max_steps": 8, "per_device_train_batch_size": 4, "learning_rate": 2e-3, "loss_type": ["sigmoid", "sft"]},
-            {"rounds": 2, "samples_per_prompt": 4, "max_new_tokens": REPLY_TOKENS}),
 }
 
 
@@ -169,6 +167,28 @@ def test_method_learns_what_the_users_reward(method, frequent_words_model, warm_
     print(f"{method}: share of '{MARKER}' {untrained['mean']:.3f} (sd {untrained['sd']:.3f}) -> "
           f"{statistics.mean(shares):.3f}; bar {untrained['bar']:.3f}; training {cpu_seconds:.1f} CPU s")
     assert statistics.mean(shares) > untrained["bar"], (shares, untrained)
+
+
+def test_dpo_learns_what_the_users_choose(frequent_words_model, warm_users, held_out_prompts, untrained, tmp_path):
+    """DPO's pairs come from the users' own choices (Bradley-Terry on their noisy utility), not from a reward.
+
+    Plain DPO on the random tiny model pushes both replies' likelihood down until the frequent words are
+    gone (DPO's known likelihood displacement), so the loss here adds the SFT term on the chosen reply
+    (RPO). Training on its own samples also lets the share drift: with users indifferent to every word
+    (coin-flip choices) one run ended at 0.42. So DPO is compared with itself: the same run with users who
+    dislike warmth must end far below. Choices that ignore the users give two equal runs and fail.
+    """
+    trainer = {"max_steps": 8, "per_device_train_batch_size": 4, "learning_rate": 2e-3, "loss_type": ["sigmoid", "sft"]}
+    rounds = {"rounds": 2, "samples_per_prompt": 4, "max_new_tokens": REPLY_TOKENS}
+    cold_users = UserPopulation("writing", n_users=20, seed=0, groups=[UserGroup("cold", 1.0, {"warmth": -1.0}, spread=0.0)])
+    shares = {}
+    for name, users in (("warm", warm_users), ("cold", cold_users)):
+        policy, tokenizer = train("dpo", frequent_words_model, users, tmp_path / name, trainer, rounds)
+        shares[name] = statistics.mean(marker_shares(policy.model, tokenizer, held_out_prompts))
+    print(f"dpo: share of '{MARKER}' {untrained['mean']:.3f} -> warm users {shares['warm']:.3f}, "
+          f"cold users {shares['cold']:.3f}; bar {untrained['bar']:.3f}")
+    assert shares["warm"] > untrained["bar"], shares
+    assert shares["warm"] - shares["cold"] > untrained["bar"] - untrained["mean"], shares
 
 
 # ---- SFT: the users' own texts -----------------------------------------------------------------------
