@@ -4,13 +4,15 @@ Each round: the current policy samples two replies to each prompt (opening turns
 the prompt's own simulated user picks one (Bradley-Terry choice on their noisy utility: the pairwise
 feedback channel, noise included); the chosen/rejected pairs train the policy with DPO. The next round
 samples from the updated policy. ``method_settings``: ``rounds``, ``samples_per_prompt`` (an even
-number: replies are paired 0-1, 2-3, ...), ``max_new_tokens`` and ``temperature`` of the sampling.
+number: replies are paired 0-1, 2-3, ...), ``max_new_tokens`` and ``temperature`` of the sampling, and
+``judge``: ``users`` (default) or ``rewards`` (the configured rewards pick the chosen reply, as in RLAIF).
 ``trainer.max_steps`` is per round. The reference policy is the base model throughout.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -19,6 +21,7 @@ from agents import MethodSettings, TrainingJob, build_trl_config, finish_trainer
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset, make_env
 from envs.seeding import derive_seed
+from rewards.combine import reward_matrix, weighted_sum
 
 MULTI_TURN = False
 RESUMABLE = False  # several trainers, one per round
@@ -36,6 +39,9 @@ class Settings(MethodSettings):
     samples_per_prompt: int = Field(2, ge=2, description="replies sampled per prompt, paired 0-1, 2-3, ...")
     max_new_tokens: int = Field(48, ge=1, description="length limit of the sampled replies")
     temperature: float = Field(0.9, gt=0.0, allow_inf_nan=False, description="sampling temperature of the replies")
+    judge: Literal["users", "rewards"] = Field(
+        "users", description="who picks the chosen reply of a pair: the users' own pairwise choices, or the "
+        "configured rewards (the higher weighted sum; ties are skipped), as in RLAIF")
 
     @model_validator(mode="after")
     def _even(self) -> "Settings":
@@ -57,8 +63,13 @@ def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None
 def collect_preferences(
     model: Any, tokenizer: Any, rows: list[dict[str, Any]], population: Any, *, samples_per_prompt: int,
     max_new_tokens: int, temperature: float, noise: float, seed: int,
+    prefer: Callable[[dict[str, Any], str, str], bool | None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Sample replies, ask each row's user to choose within pairs; DPO rows and statistics of the round."""
+    """Sample replies, have each pair judged; DPO rows and statistics of the round.
+
+    By default each row's own user chooses (Bradley-Terry on their noisy utility); ``prefer(row, a, b)``
+    judges instead (True: ``a``, False: ``b``, None: no preference, the pair is skipped).
+    """
     conversations = [row["prompt"] for row in rows for _ in range(samples_per_prompt)]
     replies = generate_replies(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
                                temperature=temperature, seed=seed)
@@ -71,7 +82,9 @@ def collect_preferences(
         for a, b in zip(mine[0::2], mine[1::2]):
             if a == b:
                 continue  # no preference to learn from identical replies
-            prefers_a = bool(user.choose([a], [b], [task], rng)[0])
+            prefers_a = bool(user.choose([a], [b], [task], rng)[0]) if prefer is None else prefer(row, a, b)
+            if prefers_a is None:
+                continue
             chosen, rejected = (a, b) if prefers_a else (b, a)
             expected = user.utility([chosen, rejected], [task, task])
             agree.append(float(expected[0] >= expected[1]))
@@ -89,6 +102,19 @@ def collect_preferences(
     return pairs, stats
 
 
+def _rewards_judge(job: TrainingJob) -> Callable[[dict[str, Any], str, str], bool | None]:
+    """The configured rewards as the judge of a pair: the reply with the higher weighted sum is chosen."""
+
+    def prefer(row: dict[str, Any], a: str, b: str) -> bool | None:
+        columns = {key: [row[key]] * 2 for key in row if key != "prompt"}
+        completions = [[{"role": "assistant", "content": a}], [{"role": "assistant", "content": b}]]
+        score_a, score_b = weighted_sum(reward_matrix(job.reward_functions, [row["prompt"]] * 2, completions,
+                                                      **columns), job.reward_weights)
+        return None if score_a == score_b else bool(score_a > score_b)
+
+    return prefer
+
+
 def train(job: TrainingJob) -> Any:
     from datasets import Dataset
     from trl import DPOTrainer
@@ -102,6 +128,7 @@ def train(job: TrainingJob) -> Any:
             model, job.tokenizer, rows, job.population, samples_per_prompt=options.samples_per_prompt,
             max_new_tokens=options.max_new_tokens, temperature=options.temperature,
             noise=float(job.env_kwargs.get("noise", 0.1)), seed=derive_seed(job.seed, "dpo-sampling", round_index),
+            prefer=_rewards_judge(job) if options.judge == "rewards" else None,
         )
         if job.log is not None:
             job.log({f"dpo/{k}": v for k, v in stats.items()} | {"dpo/round": round_index + 1})

@@ -205,16 +205,28 @@ def test_feedback_channels_follow_the_user():
     good = ("Dear colleague, the project deadline moves to 14 March because the supplier delivered the parts late.\n"
             "- Testing starts on Monday\n- The release follows on Thursday\n- Please tell your team about the delay")
     bad = "lol whatever!!! " * 30
-    for feedback, low, high in [("rating", -1, 1), ("pairwise", -1, 1), ("critique", -2, 0), ("implicit", -1, 1)]:
+    for feedback in ["rating", "pairwise", "critique", "implicit"]:
         env = gym.make("attune/WritingAssistant-v1", max_turns=1, feedback=feedback, noise=0.0).unwrapped
         user = next(u for u in env.population.train_users if u.group == "concise_professional")
         values = {}
         for name, reply in (("good", good), ("bad", bad)):
             env.reset(seed=0, options={"user_id": user.user_id, "task_id": "write-000"})
+            task = env.population.task("write-000")
             _, reward, *_ , info = env.step(reply)
-            assert low <= reward <= high and info["feedback"]["channel"] == feedback
+            assert info["feedback"]["channel"] == feedback
+            # each channel's value, from the user's own judgement of this reply (noise 0: utility = expected)
+            expected = {
+                "rating": (np.clip(np.rint(3 + info["expected_utility"]), 1, 5) - 3) / 2,
+                "critique": 0.0 if info["satisfied"] else -env.current_user.top_complaint(reply, task)[1],
+                "implicit": {"satisfied": 1.0, "continues": 0.5, "rephrases": 0.0}[
+                    "satisfied" if info["satisfied"] else "continues" if info["expected_utility"] >= 0 else "rephrases"],
+            }
+            if feedback in expected:
+                assert reward == pytest.approx(expected[feedback]), (feedback, name)
             values[name] = reward
         assert values["good"] > values["bad"], feedback
+        if feedback == "pairwise":
+            assert (values["good"], values["bad"]) == (1.0, -1.0)
 
 
 def test_patience_and_leave_end_the_episode_with_implicit_signal():

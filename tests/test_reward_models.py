@@ -1,9 +1,11 @@
 """Issue-5 reward models: rule rewards (literal values), embedding, learned Bradley-Terry model, judge, mixtures."""
 
 import json
+import math
 import re
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -59,8 +61,10 @@ def test_embedding_similarity_prefers_the_users_own_style(population):
     user = population.users[0]
     own_sample = user.request_sample_pairs()[0][1]
     scores = reward(None, [own_sample, "Quarterly tax filings for offshore shipping."], user_id=[user.user_id] * 2)
-    assert -1.0 <= min(scores) and max(scores) <= 1.0
     assert scores[0] > scores[1] + 0.2
+    # literal: against a single reference text (the profile's description) the text itself scores 1
+    by_profile = build_reward("embedding_similarity", {"source": "profile"}, population=population)
+    assert by_profile(None, [user.describe()], user_id=[user.user_id]) == [pytest.approx(1.0, abs=1e-5)]
 
 
 def test_learned_reward_model_beats_chance_on_held_out_users(population, tmp_path):
@@ -76,9 +80,25 @@ def test_llm_judge_scores_in_range_and_sees_the_profile(population):
     judge = build_reward("llm_judge", {"model": "tiny-random"}, population=population, resolve_model=resolve_model)
     prompts = [[{"role": "user", "content": "write a note about my heater"}]] * 2
     scores = judge(prompts, ["Here is a note about your heater.", "lol"], user_id=["u0000", "u0001"])
-    assert len(scores) == 2 and all(-1.0 <= s <= 1.0 for s in scores)
+    assert scores == judge(prompts, ["Here is a note about your heater.", "lol"], user_id=["u0000", "u0001"])
+    assert scores[0] != scores[1]
     text = judge.tokenizer.decode(judge._prompt(prompts[0], "reply", "u0000"))
     assert "What the user told us: This user prefers" in text and "Answer with one digit" in text
+
+    # literal: the reward is (expected digit - 3) / 2 under the judge's next-token probabilities of 1..5
+    import torch
+
+    def judge_model_with_digit_logits(values):
+        def forward(input_ids, **_):
+            logits = torch.full((input_ids.shape[0], 1, len(judge.tokenizer)), -1e4)
+            logits[:, -1, judge.digit_ids] = torch.tensor(values, dtype=torch.float32)
+            return SimpleNamespace(logits=logits)
+        return forward
+
+    for logits, expected in [([0, 0, 0, 0, 30], 1.0), ([30, 0, 0, 0, 0], -1.0), ([0, 0, 0, 0, 0], 0.0),
+                             ([0, 0, 0, math.log(3), 0], (23 / 7 - 3) / 2)]:  # E[digit] = (1+2+3+3*4+5)/7
+        judge.model = judge_model_with_digit_logits(logits)
+        assert judge(prompts[:1], ["x"], user_id=["u0000"]) == [pytest.approx(expected, abs=1e-6)], logits
 
 
 def test_compare_rewards_through_the_cli(attune_cli, tmp_path):
@@ -123,3 +143,51 @@ def test_readme_own_reward_example_runs(attune_cli, tmp_path):
     (run_dir,) = list((tmp_path / "runs").iterdir())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/no_exclamations/mean" in r for r in records)
+
+
+def test_ppo_reward_model_equals_the_reward_functions_on_the_decoded_replies():
+    """PPO reads rewards from a module; it must give what GRPO's direct call of the same functions gives."""
+    import torch
+
+    from agents.policy import chat_prompt_ids, load_policy
+    from agents.ppo import UserRewardModel, _end_of_turn_id, _tokenizer_for_ppo
+    from agents.rollouts import build_prompt_dataset, make_env
+    from rewards import build_reward
+
+    population = UserPopulation("writing", n_users=20, seed=0)
+    _, tokenizer, _ = load_policy("tiny-random")
+    rows = build_prompt_dataset(make_env("attune/WritingAssistant-v1", population=population, split="train"), 4, seed=0)
+    prompt_ids = [chat_prompt_ids(tokenizer, row["prompt"]) for row in rows]
+    tokenizer = _tokenizer_for_ppo(tokenizer, prompt_ids)
+    functions = [build_reward("user_feedback", {"channel": "expected_utility"}, population=population),
+                 build_reward("length_target", {"target_words": 5}),
+                 lambda prompts, completions, **kw: [None if "plan" in c[0]["content"] else 0.5 for c in completions]]
+    weights = [1.0, 0.2, -2.0]
+    module = UserRewardModel(rows, prompt_ids, tokenizer, functions, weights)
+
+    replies = ["Dear colleague, the project deadline moves to Friday.", "hey!! cool", "- a plan\n- a date",
+               "Thanks so much, I hope this helps with the email about the delay."]
+    order = [2, 0, 3, 1]  # batch rows in another order than the dataset: the module must find each row itself
+    pad, stop = tokenizer.pad_token_id, _end_of_turn_id(tokenizer)
+    sequences = []
+    for k, i in enumerate(order):
+        reply = tokenizer.encode(replies[k], add_special_tokens=False) + ([stop] if k % 2 else [])
+        sequences.append((prompt_ids[i], reply))
+    query_width = max(len(q) for q, _ in sequences)
+    reply_width = max(len(r) for _, r in sequences) + 3
+    # As PPOTrainer builds them: queries left-padded, replies right-padded, the mask is "not the pad token".
+    batch = torch.tensor([[pad] * (query_width - len(q)) + q + r + [pad] * (reply_width - len(r)) for q, r in sequences])
+    hidden = module.backbone(input_ids=batch, attention_mask=batch != pad).hidden_states[-1]
+    scores = module.score(hidden)[:, :, 0]
+
+    picked = [rows[i] for i in order]
+    columns = {"user_id": [r["user_id"] for r in picked], "task_id": [r["task_id"] for r in picked]}
+    prompts = [r["prompt"] for r in picked]
+    completions = [[{"role": "assistant", "content": text}] for text in replies]
+    expected = [0.0] * len(replies)
+    for function, weight in zip(functions, weights):
+        for j, value in enumerate(function(prompts, completions, **columns)):
+            expected[j] += 0.0 if value is None else weight * value
+    assert len(set(expected)) == len(expected)  # distinct rewards: a row mix-up would show
+    for j in range(len(replies)):
+        assert scores[j].tolist() == pytest.approx([expected[j]] * batch.shape[1], abs=1e-6)

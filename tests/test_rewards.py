@@ -56,8 +56,14 @@ def test_user_feedback_noise_is_a_pure_function_and_rating_is_likert(population)
     a = user_feedback(None, ["a reply", "a reply"], noise=0.5, **kwargs)
     b = user_feedback(None, ["a reply", "a reply"], noise=0.5, **kwargs)
     assert a == b and a[0] == a[1]  # same user, same reply, same perception
-    ratings = user_feedback(None, ["a reply", "email colleague project"], channel="rating", **kwargs)
-    assert all(r in (-1.0, -0.5, 0.0, 0.5, 1.0) for r in ratings)
+    good = ("Dear colleague, the project deadline moves to 14 March because the supplier delivered the parts late. "
+            "Please tell your team about the delay.")
+    ratings = user_feedback(None, ["a reply", good], channel="rating", noise=0.0, **kwargs)
+    # The rating is the user's own Likert answer to the noise-free utility, mapped to (rating - 3) / 2.
+    user, task = population.simulated_user("u0000", noise=0.0), population.task("write-000")
+    likert = user.rating(user.utility(["a reply", good], [task, task]))
+    assert ratings == [(int(r) - 3) / 2 for r in likert]
+    assert ratings[0] == -1.0 and ratings[1] > 0  # a non-answer is the worst rating; an answer is above the middle
 
 
 def test_user_feedback_uses_env_reward_from_multi_turn_rollouts(population):
@@ -116,9 +122,12 @@ def test_user_feedback_env_channel_follows_the_environments_feedback(population)
     replies = [REPLY_30_WORDS, "lol!!! " * 20]
     kwargs = dict(user_id=["u0000", "u0000"], task_id=["write-000"] * 2, population=population, channel="env")
     implicit = user_feedback(None, replies, env_factory=factory("implicit"), **kwargs)
-    assert set(implicit) <= {1.0, 0.5, 0.0, -1.0} and implicit[0] > implicit[1]
+    # utility 1.0 (>= 0, below the satisfaction threshold 1.5): "continues"; the 20-word off-topic reply has
+    # utility 2/(1+20/30)-1-1 = -0.8 < 0: "rephrases"
+    assert implicit == [0.5, 0.0]
     pairwise = user_feedback(None, replies, env_factory=factory("pairwise"), **kwargs)
-    assert set(pairwise) <= {1.0, -1.0}
+    # against the task's reference reply (utility ~1.22) the off-topic one wins with probability ~3e-4
+    assert pairwise[0] in (1.0, -1.0) and pairwise[1] == -1.0
     assert pairwise == user_feedback(None, replies, env_factory=factory("pairwise"), **kwargs)  # pure function
     with pytest.raises(ValueError, match="needs env_factory"):
         user_feedback(None, replies, **kwargs)

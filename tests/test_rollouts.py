@@ -1,6 +1,7 @@
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from agents.policy import load_policy
 from agents.rollouts import build_prompt_dataset, episode_return, make_env, make_multi_turn_rollout
@@ -33,6 +34,7 @@ def test_multi_turn_rollout_masks_the_users_tokens(tiny):
         processing_class=tokenizer,
         model=model,
         accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        state=SimpleNamespace(global_step=0),
     )
     out = rollout([r["prompt"] for r in rows], trainer)
     assert len(out["prompt_ids"]) == len(out["completion_ids"]) == len(out["env_mask"]) == 3
@@ -59,6 +61,58 @@ def test_multi_turn_rollout_masks_the_users_tokens(tiny):
         assert tokenizer.decode(prompt_ids).startswith("<|im_start|>system")
     assert all(isinstance(r, float) for r in out["env_reward"])
     assert out["logprobs"] is None
+
+
+def test_multi_turn_rollout_rewards_replay_in_fresh_envs(tiny):
+    """The rewards GRPO trains on are the environment's own: replaying the policy's replies in freshly made
+    envs, reset with the same seed, user and task, gives the same per-episode reward and terms."""
+    model, tokenizer = tiny
+    env_kwargs = dict(max_turns=3, feedback="rating", noise=0.5, drift=0.2, inconsistent=0.3)
+
+    resets = []
+
+    def recording_factory():
+        env = make_env("attune/WritingAssistant-v1", **env_kwargs)
+        reset = env.reset
+
+        def recorded_reset(*, seed=None, options=None):
+            resets.append({"seed": seed, "options": dict(options or {})})
+            return reset(seed=seed, options=options)
+
+        env.reset = recorded_reset
+        return env
+
+    rows = build_prompt_dataset(make_env("attune/WritingAssistant-v1", **env_kwargs), 4, seed=0)
+    rollout = make_multi_turn_rollout(recording_factory, rows, max_turns=3, seed=5)
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(max_completion_length=6, temperature=1.0, top_p=1.0),
+        processing_class=tokenizer,
+        model=model,
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        state=SimpleNamespace(global_step=0),
+    )
+    torch.manual_seed(0)
+    out = rollout([r["prompt"] for r in rows], trainer)
+    assert len(resets) == len(rows)
+    assert [r["options"]["user_id"] for r in resets] == [row["user_id"] for row in rows]
+
+    replayed_rewards, replayed_terms, turns = [], [], []
+    for reset, replies in zip(resets, out["assistant_replies"]):
+        env = make_env("attune/WritingAssistant-v1", **env_kwargs)
+        env.reset(seed=reset["seed"], options=reset["options"])
+        rewards, terms = [], []
+        for reply in replies:
+            _, reward, terminated, truncated, info = env.step(reply)
+            rewards.append(reward)
+            terms.append(info["terms"])
+        assert terminated or truncated  # the rollout stopped where the episode ended
+        replayed_rewards.append(sum(rewards))  # the episode's return
+        replayed_terms.append({k: sum(t[k] for t in terms) / len(terms) for k in terms[0]})
+        turns.append(len(replies))
+    assert out["env_reward"] == replayed_rewards
+    assert out["env_terms"] == replayed_terms
+    assert set(turns) == {3}  # at the default satisfaction threshold random replies never satisfy: full episodes
+    assert len(set(out["env_reward"])) > 1  # not a constant: a replay against other users or seeds would differ
 
 
 def test_episode_end_training_reward_is_the_episode_return_not_its_per_turn_mean(tiny):
@@ -89,6 +143,7 @@ def test_episode_end_training_reward_is_the_episode_return_not_its_per_turn_mean
         processing_class=tokenizer,
         model=model,
         accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        state=SimpleNamespace(global_step=0),
     )
     out = rollout([r["prompt"] for r in rows], trainer)
     assert [len(r) for r in paid] == [2, 2, 2]
