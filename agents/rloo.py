@@ -15,12 +15,14 @@ from agents.rollouts import build_prompt_dataset, make_env
 
 MULTI_TURN = False
 RESUMABLE = True
+# The quickstart's settings, measured on its users (SmolLM2, one seed, 32 held-out conversations): GRPO
+# +0.50, RLOO +0.79 held-out utility in 16 steps (base seed-to-seed sd 0.05).
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "max_steps": 20,
+    "max_steps": 16,
     "per_device_train_batch_size": 8,
     "num_generations": 4,
-    "max_completion_length": 48,
-    "learning_rate": 2e-5,
+    "max_completion_length": 32,
+    "learning_rate": 5e-5,
     "temperature": 0.9,
 }
 

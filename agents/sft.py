@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from agents import MethodSettings, TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
-from envs.seeding import derive_seed
+from envs.seeding import derive_seed, torch_seeded
 
 MULTI_TURN = True  # trains on the users' texts; the adapters then serve conversations of any length
 RESUMABLE = False  # several trainers, one per adapter
@@ -68,10 +68,11 @@ def train(job: TrainingJob) -> TrainedPolicy:
     for k, (name, users) in enumerate(adapters.items()):
         if not users:
             raise TrainerSettingsError(f"sft: adapter {name!r} has no training users; use more users")
-        if k == 0:
-            model = get_peft_model(model, lora, adapter_name=name)
-        else:
-            model.add_adapter(name, lora)
+        with torch_seeded(derive_seed(job.seed, "sft-adapter-init", k)):  # new LoRA weights: their own stream
+            if k == 0:
+                model = get_peft_model(model, lora, adapter_name=name)
+            else:
+                model.add_adapter(name, lora)
         model.set_adapter(name)
         args = trainer_config(job.trainer_settings, job.output_dir / f"adapter-{name}", derive_seed(job.seed, "sft-adapter", k))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(user_texts(users)),

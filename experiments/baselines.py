@@ -27,6 +27,21 @@ def settings_model(method: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def env_config(config: ExperimentConfig) -> dict[str, Any]:
+    """The :class:`~envs.discrete.DiscreteStyleEnv` config of a baseline run."""
+    import envs
+
+    if config.env.feedback not in ("rating", "utility"):
+        raise ConfigError("env.feedback: the discrete variants answer with 'rating' or 'utility'")
+    return {
+        "scenario": envs.scenario_of(config.env.id),
+        "n_users": config.users.n_users,
+        "population_seed": config.users.seed,
+        "noise": config.env.noise,
+        "feedback": config.env.feedback,
+    }
+
+
 def _start_offline_ray() -> bool:
     """Start the local Ray RLlib trains on the offline way (loopback, no usage report, no cloud probes),
     unless one is running already; True if this call started it."""

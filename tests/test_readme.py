@@ -116,8 +116,9 @@ def test_layout_section_names_every_top_level_folder():
 
 
 def run_files_table() -> set[str]:
-    rows = re.findall(r"^\| `([^`]+)`", section("Running experiments"), flags=re.M)
-    return {row.split(",")[0].rstrip("/") for row in rows}
+    """The top-level names the README's run-files table lists (``checkpoints/final/`` -> ``checkpoints``)."""
+    cells = re.findall(r"^\| (`[^|]+`) \|", section("Running experiments"), flags=re.M)
+    return {name.split("/")[0] for cell in cells for name in re.findall(r"`([^`]+)`", cell)}
 
 
 def test_run_files_table_matches_a_real_run_folder(attune_cli, tmp_path):
