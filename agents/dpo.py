@@ -25,10 +25,14 @@ from rewards.combine import reward_matrix, weighted_sum
 
 MULTI_TURN = False
 RESUMABLE = False  # several trainers, one per round
+# Measured on the quickstart users (SmolLM2, one seed, 32 held-out conversations): 2 rounds of 64 pairs,
+# 8 steps each at 5e-5 with the SFT term on the chosen reply (RPO) gained +0.14 (base seed-to-seed sd
+# 0.05); plain sigmoid DPO at 2e-5 on 32 pairs a round did not move (-0.04).
 DEFAULT_SETTINGS: dict[str, Any] = {
     "max_steps": 8,
     "per_device_train_batch_size": 4,
-    "learning_rate": 1e-5,
+    "learning_rate": 5e-5,
+    "loss_type": ["sigmoid", "sft"],
     "beta": 0.1,
     "max_length": 512,
 }
@@ -37,7 +41,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 class Settings(MethodSettings):
     rounds: int = Field(2, ge=1, description="sample-choose-train rounds; the next round samples the updated policy")
     samples_per_prompt: int = Field(2, ge=2, description="replies sampled per prompt, paired 0-1, 2-3, ...")
-    max_new_tokens: int = Field(48, ge=1, description="length limit of the sampled replies")
+    max_new_tokens: int = Field(32, ge=1, description="length limit of the sampled replies")
     temperature: float = Field(0.9, gt=0.0, allow_inf_nan=False, description="sampling temperature of the replies")
     judge: Literal["users", "rewards"] = Field(
         "users", description="who picks the chosen reply of a pair: the users' own pairwise choices, or the "

@@ -15,11 +15,13 @@ from agents.rollouts import build_prompt_dataset, make_env
 
 MULTI_TURN = False
 RESUMABLE = True
+# Measured on the quickstart users (SmolLM2, one seed, 32 held-out conversations): 6 steps at 1e-5 gained
+# +0.12 (base seed-to-seed sd 0.05); 5e-5 lowered relevance and lost 0.57. A step takes ~50 s on one core.
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "max_steps": 20,
+    "max_steps": 6,
     "per_device_train_batch_size": 4,
-    "max_new_tokens": 48,
-    "learning_rate": 5e-6,
+    "max_new_tokens": 32,
+    "learning_rate": 1e-5,
     "temperature": 0.9,
     "beta": 0.1,
 }
