@@ -7,6 +7,15 @@ from agents.policy import load_policy
 from agents.rollouts import build_prompt_dataset, episode_return, make_env, make_multi_turn_rollout
 
 
+
+def fake_trainer(model, tokenizer, max_completion_length, step=0):
+    """What a rollout function reads from TRL's GRPOTrainer."""
+    return SimpleNamespace(
+        args=SimpleNamespace(max_completion_length=max_completion_length, temperature=1.0, top_p=1.0),
+        processing_class=tokenizer, model=model, accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        state=SimpleNamespace(global_step=step),
+    )
+
 @pytest.fixture(scope="module")
 def tiny():
     model, tokenizer, _ = load_policy("tiny-random")
@@ -29,13 +38,7 @@ def test_multi_turn_rollout_masks_the_users_tokens(tiny):
     env_kwargs = dict(max_turns=3, satisfaction_utility=99.0)  # never satisfied: always three turns
     rows = build_prompt_dataset(make_env("attune/WritingAssistant-v1", **env_kwargs), 3, seed=0)
     rollout = make_multi_turn_rollout(lambda: make_env("attune/WritingAssistant-v1", **env_kwargs), rows, max_turns=3, seed=0)
-    trainer = SimpleNamespace(
-        args=SimpleNamespace(max_completion_length=5, temperature=1.0, top_p=1.0),
-        processing_class=tokenizer,
-        model=model,
-        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
-        state=SimpleNamespace(global_step=0),
-    )
+    trainer = fake_trainer(model, tokenizer, max_completion_length=5)
     out = rollout([r["prompt"] for r in rows], trainer)
     assert len(out["prompt_ids"]) == len(out["completion_ids"]) == len(out["env_mask"]) == 3
     for prompt_ids, ids, mask, replies in zip(out["prompt_ids"], out["completion_ids"], out["env_mask"], out["assistant_replies"]):
@@ -84,13 +87,7 @@ def test_multi_turn_rollout_rewards_replay_in_fresh_envs(tiny):
 
     rows = build_prompt_dataset(make_env("attune/WritingAssistant-v1", **env_kwargs), 4, seed=0)
     rollout = make_multi_turn_rollout(recording_factory, rows, max_turns=3, seed=5)
-    trainer = SimpleNamespace(
-        args=SimpleNamespace(max_completion_length=6, temperature=1.0, top_p=1.0),
-        processing_class=tokenizer,
-        model=model,
-        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
-        state=SimpleNamespace(global_step=0),
-    )
+    trainer = fake_trainer(model, tokenizer, max_completion_length=6)
     torch.manual_seed(0)
     out = rollout([r["prompt"] for r in rows], trainer)
     assert len(resets) == len(rows)
@@ -138,13 +135,7 @@ def test_episode_end_training_reward_is_the_episode_return_not_its_per_turn_mean
 
     rows = build_prompt_dataset(make_env("attune/WritingAssistant-v1", **env_kwargs), 3, seed=0)
     rollout = make_multi_turn_rollout(env_factory, rows, max_turns=2, seed=0)
-    trainer = SimpleNamespace(
-        args=SimpleNamespace(max_completion_length=5, temperature=1.0, top_p=1.0),
-        processing_class=tokenizer,
-        model=model,
-        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
-        state=SimpleNamespace(global_step=0),
-    )
+    trainer = fake_trainer(model, tokenizer, max_completion_length=5)
     out = rollout([r["prompt"] for r in rows], trainer)
     assert [len(r) for r in paid] == [2, 2, 2]
     for rewards, training_reward in zip(paid, out["env_reward"]):
