@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -180,7 +181,15 @@ def train(job: TrainingJob) -> Any:
         callbacks=job.callbacks,
     )
     finish_trainer_setup(trainer, job)
-    trainer.train()
+    # TRL 1.12's PPOTrainer shuffles its minibatches with numpy's global RNG and never seeds it (numpy seeds
+    # itself from the OS at import), so the same config trained differently in every process. Seed it from
+    # the run's seed for the length of training, and give the caller's state back afterwards.
+    numpy_state = np.random.get_state()
+    np.random.seed(derive_seed(job.seed, "ppo-minibatches"))
+    try:
+        trainer.train()
+    finally:
+        np.random.set_state(numpy_state)
     return trainer.policy_model
 
 

@@ -21,10 +21,9 @@ run under the opposite reward, since training on its own samples lets the share 
 are scored against the right rows is tested directly: test_reward_models.py, PPO, and test_rollouts.py,
 multi-turn GRPO.)
 
-PPO is the least stable learner here: between interpreter starts its CPU run differs (a hash-ordered step
-somewhere in the stack; ``make test`` pins ``PYTHONHASHSEED=0``), and at its settings below it cleared the
-bar for 5 of 6 hash seeds tried (shares 0.32-0.56). The failing one is a real PPO outcome, not noise in
-the measurement.
+PPO's run is reproducible only because ``agents/ppo.py`` seeds numpy's global RNG for training: TRL 1.12's
+PPOTrainer shuffles minibatches with it and never seeds it, so before that fix the same config learned
+(0.55) or collapsed (0.00) depending on the process.
 
 SFT has no reward: it learns from the users' own texts. Its case is two groups whose texts open
 differently ("I hope you are well..." from warm users, "Dear reader..." from formal ones); each group's
@@ -167,7 +166,7 @@ REWARD_METHODS = {
     "online_dpo": ({"max_steps": 8, "per_device_train_batch_size": 4, "max_new_tokens": REPLY_TOKENS,
                     "learning_rate": 5e-3}, None),
     "ppo": ({"max_steps": 20, "per_device_train_batch_size": 8, "response_length": REPLY_TOKENS,
-             "learning_rate": 5e-4}, None),
+             "learning_rate": 1e-3}, None),
 }
 
 
