@@ -14,6 +14,7 @@ import netrc
 import numbers
 import os
 import re
+import tempfile
 import types
 import typing
 from pathlib import Path
@@ -577,8 +578,12 @@ def check_runs_dir(runs_dir: str | Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"tracking.runs_dir: {str(path)!r} cannot be created: {str(existing)!r} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"tracking.runs_dir: {str(existing)!r} is not writable; choose a folder you can write to")
+    # Try it: permission bits say nothing to root, nor about read-only mounts and kernel filesystems.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".attune-write-check-", dir=existing))
+    except OSError as exc:
+        raise ConfigError(f"tracking.runs_dir: {str(existing)!r} is not writable ({exc.strerror}); "
+                          "choose a folder you can write to") from None
 
 
 def wandb_credentials_found() -> bool:
