@@ -253,6 +253,11 @@ class EvaluationSettings(_Section):
     noise_seeds: int = Field(
         0, ge=0, description="extra sampling seeds to re-score the base policy with: measures seed-to-seed noise"
     )
+    curve_every: int = Field(
+        0, ge=0, description="also score the policy every N training steps on curve_prompts conversations: a "
+        "learning curve against training seconds (0: only before and after)")
+    curve_prompts: int = Field(16, ge=1, description="conversations each learning-curve point is scored on "
+                               "(the first of the evaluation's; a multiple of batch_size keeps them identical)")
 
 
 class TrackingSettings(_Section):
@@ -332,6 +337,16 @@ class ExperimentConfig(_Section):
         description="run several configurations side by side: each has a name and top-level keys that "
         "replace the base config's (e.g. {name: dpo, method: dpo, trainer: {max_steps: 4}})",
     )
+    seeds: list[typing.Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = Field(
+        None, min_length=1, description="training seeds: run the config (each variant) once per seed and compare "
+        "across seeds (IQM with stratified-bootstrap intervals); replaces seed. A sweep uses sweep.seeds instead")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"each training seed once, got {value}")
+        return value
 
     @field_validator("experiment")
     @classmethod
@@ -351,15 +366,17 @@ class ExperimentConfig(_Section):
 
     def variant_configs(self) -> list[tuple[str, ExperimentConfig]]:
         """One validated config per variant: the base config with the variant's top-level keys replaced."""
-        base = self.model_dump(mode="json", exclude={"variants"})
+        base = self.model_dump(mode="json", exclude={"variants", "seeds"})
+        if not self.variants:  # training seeds of a plain config: the config is its one variant
+            return [(self.method, ExperimentConfig.model_validate(base))]
         out = []
         for i, variant in enumerate(self.variants):
             variant = dict(variant)
             name = variant.pop("name", None)
             if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
                 raise ConfigError(f"variants.{i}.name: each variant needs a name of letters, digits, . _ -")
-            if "variants" in variant or "resume" in variant:
-                raise ConfigError(f"variants.{i}: a variant cannot set variants or resume")
+            if "variants" in variant or "resume" in variant or "seeds" in variant:
+                raise ConfigError(f"variants.{i}: a variant cannot set variants, seeds or resume")
             try:
                 out.append((name, ExperimentConfig.model_validate({**base, **variant})))
             except ValidationError as exc:
@@ -368,6 +385,14 @@ class ExperimentConfig(_Section):
         if len(set(names)) != len(names):
             raise ConfigError("variants: names must be unique")
         return out
+
+    @model_validator(mode="after")
+    def _seeds_fit(self) -> ExperimentConfig:
+        if self.seeds is not None and self.sweep is not None:
+            raise ValueError("seeds: a sweep takes its seeds from sweep.seeds; remove the top-level seeds")
+        if self.seeds is not None and self.resume:
+            raise ValueError("resume: a run over several seeds cannot resume; resume one of its runs, or remove seeds")
+        return self
 
     @model_validator(mode="after")
     def _method_fits_env(self) -> ExperimentConfig:

@@ -81,6 +81,7 @@ def run_episodes(
     batch_size: int,
     seed: int,
     description: str = "evaluating",
+    show_progress: bool = True,
 ) -> list[EpisodeResult]:
     """Play one episode per row with the policy; all rows advance turn by turn in batches.
 
@@ -101,7 +102,8 @@ def run_episodes(
             result.system_prompt = conversation[0]["content"]
         live.append({"env": env, "messages": info["messages"], "done": False, "result": result})
     max_turns = live[0]["env"].max_turns if live else 0
-    with Progress(transient=True) as progress:
+    # Off inside a training loop, whose progress bar is the live display then.
+    with Progress(transient=True, disable=not show_progress) as progress:
         task = progress.add_task(description, total=len(rows) * max_turns)
         for turn in range(max_turns):
             active = [e for e in live if not e["done"]]

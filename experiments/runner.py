@@ -20,6 +20,7 @@ from experiments.tracking import (
     RunTracker,
     TermsRecorder,
     create_run_dir,
+    learning_curve_callback,
     progress_callback,
     replace_default_progress,
     run_name,
@@ -89,12 +90,12 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         extra_callbacks: list[Any] | None = None) -> RunResult:
     """Run one experiment; returns the run folder and the evaluation summary.
 
-    A config with ``variants`` runs each of them (see :func:`run_variants`). ``base_eval`` reuses an
+    A config with ``variants`` or ``seeds`` runs each of them (see :func:`run_variants`). ``base_eval`` reuses an
     evaluation of the base policy (episodes and seed means) made with identical settings.
     """
     if config.sweep is not None:
         raise ConfigError("this config has a sweep block: run it with `attune sweep`, or remove sweep: to run it once")
-    if config.variants:
+    if config.variants or config.seeds:
         return run_variants(config, console)
     from experiments.baselines import BASELINE_METHODS, run_baseline
 
@@ -164,11 +165,14 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         elif settings.enabled:
             before = play(model, settings.seed, "evaluating base policy")
             seed_means.append(evaluate.summarize(before)["mean_utility"])
+            seed_scores = [[r.score for r in before]]
             for k in range(settings.noise_seeds):
                 again = play(model, derive_seed(settings.seed, "noise-seed", k + 1), f"base policy, noise seed {k + 1}")
                 seed_means.append(evaluate.summarize(again)["mean_utility"])
+                seed_scores.append([r.score for r in again])
             tracker.log({"mean_utility": seed_means[0]}, step=0, phase="eval")
-            tracker.write_json("eval_before.json", {"episodes": evaluate.episode_records(before), "seed_means": seed_means})
+            tracker.write_json("eval_before.json", {"episodes": evaluate.episode_records(before), "seed_means": seed_means,
+                                                    "seed_scores": seed_scores})
 
         reward_functions = build_rewards(config, population, terms, run_dir,
                                          env_factory=lambda: make_env(config.env.id, **{**env_kwargs, "split": "all"}))
@@ -181,6 +185,17 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             trainer_settings.setdefault("save_strategy", "steps")
             trainer_settings.setdefault("save_steps", config.checkpoint_every)
             trainer_settings.setdefault("save_total_limit", 2)
+        curve = None
+        if settings.enabled and before is not None and settings.curve_every:
+            curve_rows = eval_rows[: settings.curve_prompts]
+
+            def score_subset(policy: Any) -> float:
+                played = evaluate.run_episodes(
+                    policy, tokenizer, lambda: make_env(config.env.id, split="held_out", **env_kwargs), curve_rows,
+                    seed=settings.seed, show_progress=False, **episode_options)
+                return float(sum(r.score for r in played) / len(played))
+
+            curve = learning_curve_callback(settings.curve_every, score_subset, tracker)
         job = agents.TrainingJob(
             model=model,
             tokenizer=tokenizer,
@@ -198,16 +213,20 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             resume_from=str(resume_from) if resume_from else None,
             log=lambda metrics: tracker.log(metrics, step=tracker.last_step, phase="method"),
             method_settings=checked["method_settings"],
-            callbacks=[tracking_callback(tracker, terms), progress_callback(console), *(extra_callbacks or [])],
+            callbacks=[tracking_callback(tracker, terms), progress_callback(console), *([curve] if curve else []),
+                       *(extra_callbacks or [])],
             after_init=[replace_default_progress],
         )
         console.print(f"training with [bold]{config.method}[/] on {len(population.train_users)} training users")
         train_started = time.perf_counter()
+        if curve is not None:
+            curve.started = train_started
         try:
             trained = agents.as_policy(method.train(job))
         except agents.TrainerSettingsError as exc:  # a setting only the method could judge, e.g. batch vs prompts
             raise ConfigError(str(exc)) from None
-        train_seconds = time.perf_counter() - train_started
+        # Learning-curve evaluations pause the clock: the seconds are training's own.
+        train_seconds = time.perf_counter() - train_started - (curve.paused if curve else 0.0)
         final_dir = run_dir / "checkpoints" / "final"
         trained.save(final_dir)
         tokenizer.save_pretrained(final_dir)
@@ -220,6 +239,13 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             report["before"] = evaluate.summarize(before)
             report["after"] = evaluate.summarize(after)
             report["comparison"] = evaluate.compare(before, after, population, settings.seed, config.env.noise)
+            if curve is not None:
+                k = len(curve_rows)
+                report["curve"] = {"prompts": k, "points": [
+                    {"step": 0, "seconds": 0.0, "mean_utility": sum(r.score for r in before[:k]) / k},
+                    *curve.points,
+                    {"step": tracker.last_step, "seconds": train_seconds, "mean_utility": sum(r.score for r in after[:k]) / k},
+                ]}
             if len(seed_means) > 1:
                 import numpy as np
 
@@ -241,157 +267,54 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
 
 
 def _base_eval_key(config: ExperimentConfig) -> str:
-    """What the base policy's evaluation depends on: variants equal here can share it."""
-    return json.dumps(config.model_dump(mode="json", include={"env", "users", "policy", "evaluation", "seed"}),
-                      sort_keys=True)
+    """What the base policy's evaluation depends on: variants (and training seeds) equal here share it."""
+    return json.dumps(config.model_dump(mode="json", include={"env", "users", "policy", "evaluation"}), sort_keys=True)
 
 
 def run_variants(config: ExperimentConfig, console: Any = None) -> RunResult:
-    """Run every variant of ``config`` into one folder and compare them side by side.
+    """Run every variant of ``config`` (once per training seed with ``seeds:``) into one folder, side by side.
 
     The base policy is evaluated once per distinct (env, users, policy, evaluation) setting and shared,
-    so every variant is compared on the same users, prompts and seeds. Writes ``comparison.md``,
-    ``comparison.json`` and ``plots/comparison.png``.
+    so every variant and seed is compared on the same users, prompts and sampling seeds. Writes
+    ``comparison.md``, ``comparison.json`` and ``plots/comparison.png`` (see :mod:`experiments.comparison`).
     """
     from rich.console import Console
 
+    from experiments.comparison import print_comparison, write_comparison
+
     console = console or Console()
     variants = config.variant_configs()
+    seeds = config.seeds or [None]
+    for _, variant in variants:  # every variant's config errors before anything is written
+        prepare(variant)
     parent = create_run_dir(Path(config.tracking.runs_dir), run_name(config))
     (parent / "config.yaml").write_text(dump_config(config))
-    console.print(f"[bold]attune[/] {len(variants)} variants of {config.experiment!r} -> [cyan]{parent}[/]")
+    runs = f"{len(variants)} variants" + (f" x {len(seeds)} training seeds" if config.seeds else "")
+    console.print(f"[bold]attune[/] {runs} of {config.experiment!r} -> [cyan]{parent}[/]")
     shared: dict[str, dict[str, Any]] = {}
     rows, results = [], []
     for name, variant in variants:
-        variant = variant.model_copy(update={
-            "tracking": variant.tracking.model_copy(update={"runs_dir": str(parent / "variants"), "name": name}),
-        })
-        console.rule(f"variant {name}: method {variant.method}")
-        key = _base_eval_key(variant)
-        result = run(variant, console, base_eval=shared.get(key))
-        if "before" not in result.eval:  # baselines and runs without evaluation: listed, not compared
-            rows.append({"variant": name, "method": variant.method, **result.eval})
+        for seed in seeds:
+            folder = name if seed is None else f"{name}-seed{seed}"
+            variant_run = variant.model_copy(update={
+                "tracking": variant.tracking.model_copy(update={"runs_dir": str(parent / "variants"), "name": folder}),
+                **({"seed": seed} if seed is not None else {}),
+            })
+            console.rule(f"variant {name}: method {variant.method}" + (f", seed {seed}" if seed is not None else ""))
+            key = _base_eval_key(variant_run)
+            result = run(variant_run, console, base_eval=shared.get(key))
+            row = {"variant": name, "method": variant.method, "seed": variant_run.seed, **result.eval}
+            if "before" in result.eval:  # baselines and runs without evaluation are listed, not compared
+                base = json.loads((result.run_dir / "eval_before.json").read_text())
+                shared.setdefault(key, base)
+                episodes = json.loads((result.run_dir / "episodes.json").read_text())
+                row["after_scores"] = [e["score"] for e in episodes["after"]]
+                row["base_scores"] = base.get("seed_scores") or [[e["score"] for e in base["episodes"]]]
+            rows.append(row)
             results.append(result)
-            continue
-        before_file = result.run_dir / "eval_before.json"
-        if key not in shared and before_file.is_file():
-            shared[key] = json.loads(before_file.read_text())
-        rows.append({"variant": name, "method": variant.method, **result.eval})
-        results.append(result)
     comparison = write_comparison(parent, rows)
     print_comparison(console, comparison, parent)
     return RunResult(parent, {"variants": rows}, variants=results)
-
-
-def write_comparison(parent: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from experiments.stats import format_interval, format_mean
-
-    table = []
-    for row in rows:
-        entry = {"variant": row["variant"], "method": row["method"], "train_seconds": row.get("train_seconds"),
-                 "total_seconds": row.get("total_seconds")}
-        if "after" in row:
-            before, after, comparison = row["before"], row["after"], row["comparison"]
-            entry |= {
-                "n": after["n"], "seeds": 1,
-                "base_mean": before["mean_utility"], "base_ci95": before["ci95"],
-                "mean": after["mean_utility"], "ci95": after["ci95"],
-                "ci_low": after["ci_low"], "ci_high": after["ci_high"], "interval": after["interval"],
-                **{key: comparison[key] for key in comparison if key.startswith(("improvement", "win_rate", "sampled_"))},
-            }
-        table.append(entry)
-    (parent / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
-    caption = _comparison_caption(table)
-    lines = [f"# {parent.name}", "", "Held-out users, same prompts and sampling seeds for every variant.", ""]
-    if caption:
-        lines += [caption, ""]
-    lines += [
-        "| variant | method | n | mean utility after | improvement over base | win rate vs base (expected) "
-        "| sampled wins | train time (s) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for e in table:
-        if "mean" in e:
-            lines.append(
-                f"| {e['variant']} | {e['method']} | {e['n']} | {format_mean(e['mean'], e['ci95'])} "
-                f"| {format_mean(e['improvement'], e['improvement_ci95'])} "
-                f"| {format_interval(e['win_rate'], e['win_rate_ci_low'], e['win_rate_ci_high'])} "
-                f"| {_sampled_wins(e)} | {e['train_seconds']:.0f} |"
-            )
-        else:
-            lines.append(f"| {e['variant']} | {e['method']} | | (evaluation off) | | | | {e['train_seconds']:.0f} |")
-    if table and "base_mean" in table[0]:
-        lines += ["", f"Base policy: {format_mean(table[0]['base_mean'], table[0]['base_ci95'])}."]
-    lines += ["", "![comparison](plots/comparison.png)", ""]
-    (parent / "comparison.md").write_text("\n".join(lines))
-    plot_comparison(parent, table)
-    return table
-
-
-def _comparison_caption(table: list[dict[str, Any]]) -> str | None:
-    """One caption for a table of variants: n, seeds and interval kinds (see the n column if n differs)."""
-    from experiments.evaluate import describe_intervals
-
-    evaluated = [e for e in table if "mean" in e]
-    if not evaluated:
-        return None
-    caption = describe_intervals(evaluated[0], evaluated[0], seeds=1, per_variant=True)
-    if len({e["n"] for e in evaluated}) > 1:
-        caption += " The variants were evaluated on different numbers of conversations: see the n column."
-    return caption
-
-
-def _sampled_wins(entry: dict[str, Any]) -> str:
-    from experiments.stats import format_interval
-
-    wins = format_interval(entry["sampled_win_rate"], entry["sampled_win_rate_ci_low"], entry["sampled_win_rate_ci_high"])
-    return f"{entry['sampled_wins']}/{entry['n']} = {wins}"
-
-
-def plot_comparison(parent: Path, table: list[dict[str, Any]]) -> Path | None:
-    rows = [e for e in table if "mean" in e]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from experiments.report import save_figure
-
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows) + 2), 4))
-    x = range(len(rows))
-    ax.bar(x, [e["mean"] for e in rows], yerr=[e["ci95"] for e in rows], capsize=4, color="tab:orange",
-           label="after training")
-    ax.axhline(rows[0]["base_mean"], color="tab:blue", linestyle="--", label="base policy")
-    ax.set_xticks(list(x), [e["variant"] for e in rows], rotation=20)
-    ax.set_ylabel(f"held-out mean hidden utility\n({rows[0]['interval']}, n={rows[0]['n']})")
-    ax.set_title("personalization methods on the same users")
-    ax.legend()
-    return save_figure(fig, parent, "comparison.png")
-
-
-def print_comparison(console: Any, table: list[dict[str, Any]], parent: Path) -> None:
-    from rich.table import Table
-
-    from experiments.stats import format_interval, format_mean
-
-    out = Table(title="variants on the same held-out users, prompts and seeds", caption=_comparison_caption(table))
-    for column in ("variant", "method", "n", "mean utility after", "improvement", "win rate vs base", "sampled wins",
-                   "train s"):
-        out.add_column(column, justify="left" if column in ("variant", "method") else "right")
-    for e in table:
-        if "mean" in e:
-            out.add_row(e["variant"], e["method"], str(e["n"]), format_mean(e["mean"], e["ci95"]),
-                        format_mean(e["improvement"], e["improvement_ci95"]),
-                        format_interval(e["win_rate"], e["win_rate_ci_low"], e["win_rate_ci_high"]),
-                        _sampled_wins(e), f"{e['train_seconds']:.0f}")
-        else:
-            out.add_row(e["variant"], e["method"], "-", "-", "-", "-", "-", f"{e['train_seconds']:.0f}")
-    console.print(out)
-    if table and "base_mean" in table[0]:
-        console.print(f"base policy: {format_mean(table[0]['base_mean'], table[0]['base_ci95'])}")
-    console.print(f"comparison: [cyan]{parent / 'comparison.md'}[/]")
 
 
 def build_rewards(config: ExperimentConfig, population: Any, terms: Any, run_dir: Path, env_factory: Any = None) -> list[Any]:

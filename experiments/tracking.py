@@ -200,6 +200,40 @@ def tracking_callback(tracker: RunTracker, terms: TermsRecorder) -> Any:
     return _TrackingCallback()
 
 
+def learning_curve_callback(every: int, score: Any, tracker: RunTracker) -> Any:
+    """A ``TrainerCallback`` that scores the policy on held-out users every ``every`` optimizer steps.
+
+    ``score(model)`` returns a held-out mean utility. Steps are counted across the trainers of methods
+    that train in rounds. Scoring pauses the clock: ``points`` hold the training seconds before each
+    score, ``paused`` the seconds spent scoring. The last step of a trainer is left to the final
+    evaluation. Sampling runs on its own RNG stream, so training is the same with or without a curve.
+    """
+    import time
+
+    from transformers import TrainerCallback
+
+    class _LearningCurve(TrainerCallback):
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+            self.paused = 0.0
+            self.steps = 0
+            self.points: list[dict[str, float]] = []
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self.steps += 1
+            if self.steps % every or state.global_step >= state.max_steps or model is None:
+                return
+            clock = time.perf_counter()
+            seconds = clock - self.started - self.paused
+            # PPO trains a policy-and-value wrapper; its policy is what replies.
+            utility = score(getattr(model, "policy", model))
+            self.paused += time.perf_counter() - clock
+            self.points.append({"step": self.steps, "seconds": seconds, "mean_utility": utility})
+            tracker.log({"mean_utility": utility, "train_seconds": seconds}, step=self.steps, phase="curve")
+
+    return _LearningCurve()
+
+
 def progress_callback(console: Any = None) -> Any:
     """A transformers ``TrainerCallback`` drawing one rich progress bar with the latest reward and loss."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

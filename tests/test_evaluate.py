@@ -121,7 +121,8 @@ def _report():
 
 def test_every_table_states_n_and_the_interval_kinds(tmp_path):
     from experiments.report import write_report
-    from experiments.runner import print_comparison, print_report, write_comparison
+    from experiments.comparison import print_comparison, write_comparison
+    from experiments.runner import print_report
 
     report = _report()
     caption = evaluate.describe_intervals(report["before"], report["comparison"])
@@ -147,7 +148,7 @@ def test_every_table_states_n_and_the_interval_kinds(tmp_path):
     assert json.loads((tmp_path / "comparison.json").read_text())[0]["win_rate_interval"].startswith("95% Student-t")
     markdown = (tmp_path / "comparison.md").read_text()
     assert "n = 4 held-out conversations, 1 seed per variant; ± is the half-width" in markdown
-    assert "| grpo | grpo | 4 | +0.350 ± " in markdown and "| 0.75 [0.00, 1.00] | 3/4 = 0.75 [0.30, 0.95] | 2 |" in markdown
+    assert "| grpo | grpo | 4 | +0.350 ± " in markdown and "| 0.75 [0.00, 1.00] | 3/4 = 0.75 [0.30, 0.95] | - | 2 |" in markdown
     console = Console(file=io.StringIO(), width=400)
     print_comparison(console, table, tmp_path)
     assert "1 seed per variant" in console.file.getvalue()
