@@ -253,6 +253,8 @@ class EvaluationSettings(_Section):
     noise_seeds: int = Field(
         0, ge=0, description="extra sampling seeds to re-score the base policy with: measures seed-to-seed noise"
     )
+    cache: bool = Field(True, description="reuse the base policy's evaluation from the attune cache when everything "
+                        "it depends on is unchanged (model files, env, users, these settings, code)")
     curve_every: int = Field(
         0, ge=0, description="also score the policy every N training steps on curve_prompts conversations: a "
         "learning curve against training seconds (0: only before and after)")

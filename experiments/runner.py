@@ -108,7 +108,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
     from agents.policy import load_policy
     from agents.rollouts import make_env
     from envs.seeding import derive_seed
-    from experiments import evaluate
+    from experiments import eval_cache, evaluate
 
     console = console or Console()
     _quiet_libraries()
@@ -153,9 +153,13 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         before = None
         seed_means: list[float] = []
         saved = None
+        cache_key = eval_cache.cache_key(config) if settings.enabled and settings.cache else None
         if settings.enabled and resume_from is not None and (run_dir / "eval_before.json").is_file():
             saved = json.loads((run_dir / "eval_before.json").read_text())
-        elif settings.enabled and base_eval is not None:
+        elif settings.enabled and base_eval is None and cache_key and (cached := eval_cache.load(cache_key)):
+            base_eval = cached
+            console.print(f"base policy's evaluation: reused from {eval_cache.cache_folder() / cache_key}.json")
+        if saved is None and settings.enabled and base_eval is not None:
             saved = base_eval
             tracker.write_json("eval_before.json", saved)
             tracker.log({"mean_utility": saved["seed_means"][0]}, step=0, phase="eval")
@@ -171,8 +175,10 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
                 seed_means.append(evaluate.summarize(again)["mean_utility"])
                 seed_scores.append([r.score for r in again])
             tracker.log({"mean_utility": seed_means[0]}, step=0, phase="eval")
-            tracker.write_json("eval_before.json", {"episodes": evaluate.episode_records(before), "seed_means": seed_means,
-                                                    "seed_scores": seed_scores})
+            evaluated = {"episodes": evaluate.episode_records(before), "seed_means": seed_means, "seed_scores": seed_scores}
+            tracker.write_json("eval_before.json", evaluated)
+            if cache_key:
+                eval_cache.store(cache_key, evaluated)
 
         reward_functions = build_rewards(config, population, terms, run_dir,
                                          env_factory=lambda: make_env(config.env.id, **{**env_kwargs, "split": "all"}))

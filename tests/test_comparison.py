@@ -130,3 +130,25 @@ def test_seeds_and_a_curve_through_the_cli(attune_cli, tmp_path):
         phases = [json.loads(line)["phase"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert phases.count("curve") == 2
     assert "2 training seeds per variant" in (parent / "comparison.md").read_text()
+
+
+def test_the_base_evaluation_is_paid_once_and_keyed_by_what_it_depends_on(attune_cli, tmp_path):
+    cache = tmp_path / "cache"
+    env = {**__import__("os").environ, "ATTUNE_CACHE_DIR": str(cache)}
+
+    def run(*overrides):
+        result = subprocess.run([attune_cli, "run", TINY, f"tracking.runs_dir={tmp_path / 'runs'}", "trainer.max_steps=1",
+                                 *overrides], capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        newest = max((tmp_path / "runs").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        return result.stdout, json.loads((newest / "eval_before.json").read_text())
+
+    first_out, first = run()
+    assert "reused from" not in first_out
+    (entry,) = (cache / "evaluations").glob("*.json")
+    second_out, second = run("trainer.learning_rate=1e-3")  # training settings do not change the base policy
+    assert "base policy's evaluation: reused from" in second_out and entry.stem in second_out
+    assert second == first
+    changed_out, changed = run("evaluation.prompts=3", "evaluation.cache=false")
+    assert "reused from" not in changed_out and len(changed["episodes"]) == 3
+    assert list((cache / "evaluations").glob("*.json")) == [entry]  # cache off: nothing stored either

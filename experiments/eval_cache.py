@@ -1,0 +1,91 @@
+"""The base policy's evaluation, paid once: stored on disk and reused by every later run that would repeat it.
+
+A run scores the untrained policy on held-out users before training (``eval_before.json``: the episodes
+and the seed-to-seed means). That work depends only on the model's files, the env and user settings,
+the evaluation settings, torch's thread count, and the code that plays and scores episodes, so the
+cache key is a hash of exactly those (the model by content, the code by the source of ``envs/`` and of
+the modules that generate and score). Any change to one of them is a different key, never a stale hit.
+Entries live in ``<attune cache>/evaluations/<key>.json`` (see :func:`agents.policy.cache_dir`);
+``evaluation.cache: false`` turns the cache off for a run; deleting the folder clears it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# Settings that change the base policy's replies or their scores (not: whether to evaluate, curves).
+_EVALUATION_FIELDS = ("prompts", "max_new_tokens", "temperature", "top_p", "batch_size", "seed", "noise_seeds")
+_ROOT = Path(__file__).resolve().parents[1]
+_CODE = (*sorted((_ROOT / "envs").rglob("*.py")), _ROOT / "experiments" / "evaluate.py", _ROOT / "agents" / "policy.py",
+         _ROOT / "agents" / "rollouts.py", _ROOT / "agents" / "__init__.py", Path(__file__))
+
+
+def _digest_files(paths: list[Path], root: Path | None = None) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path.relative_to(root) if root else path.name).encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_digest(model: str) -> str:
+    """A hash of the model's files (weights, config, tokenizer), or the name where it has no local folder."""
+    from agents.policy import resolve_model
+
+    location = resolve_model(model)
+    folder = Path(location)
+    if not folder.is_dir():
+        return f"name:{model}"
+    return _digest_files(sorted(p for p in folder.rglob("*") if p.is_file()), folder)
+
+
+def cache_key(config: Any) -> str:
+    """Everything the base policy's evaluation depends on, hashed."""
+    code = list(_CODE)
+    if config.env.module:  # the user's own environment
+        module = sys.modules.get(config.env.module)
+        if module is not None and getattr(module, "__file__", None):
+            code.append(Path(module.__file__))
+    described = {
+        "model": model_digest(config.policy.model),
+        "env": config.env.model_dump(mode="json"),
+        "users": config.users.model_dump(mode="json"),
+        "evaluation": config.evaluation.model_dump(mode="json", include=set(_EVALUATION_FIELDS)),
+        "threads": config.threads,
+        "code": _digest_files(code),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cache_folder() -> Path:
+    from agents.policy import cache_dir
+
+    return cache_dir() / "evaluations"
+
+
+def load(key: str) -> dict[str, Any] | None:
+    path = cache_folder() / f"{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or a damaged entry: evaluate again
+        return None
+
+
+def store(key: str, evaluation: dict[str, Any]) -> Path | None:
+    """Write an entry atomically (a run killed mid-write leaves no half file); None if the cache is unwritable."""
+    folder = cache_folder()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{key}.{os.getpid()}.tmp"
+        partial.write_text(json.dumps(evaluation))
+        os.replace(partial, folder / f"{key}.json")
+    except OSError:
+        return None
+    return folder / f"{key}.json"
