@@ -122,10 +122,10 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
 
     started = time.perf_counter()
     if config.env.max_turns == 1 and config.env.feedback != "rating" and not any(
-        s.name == "user_feedback" and s.params.get("channel") == "env" for s in config.rewards
+        s.name == "user_feedback" and s.params.get("feedback") == "env" for s in config.rewards
     ):
         console.print(f"note: env.feedback={config.env.feedback} shapes evaluation and multi-turn training; to train "
-                      "single-turn on it too, use rewards: [{name: user_feedback, params: {channel: env}}]")
+                      "single-turn on it too, use rewards: [{name: user_feedback, params: {feedback: env}}]")
     console.print(f"[bold]attune[/] loading policy [cyan]{config.policy.model}[/]")
     lora = config.policy.lora.model_dump() if config.policy.lora else None
     model, tokenizer, peft_config = load_policy(config.policy.model, lora=lora)

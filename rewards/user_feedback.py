@@ -11,7 +11,8 @@ import numpy as np
 from envs.population import UserPopulation
 from rewards.text import completion_texts
 
-CHANNELS = ("utility", "expected_utility", "rating", "env")
+FEEDBACK = ("utility", "expected_utility", "rating", "env")
+"""What ``user_feedback``'s ``feedback`` parameter takes: the user's feedback, as ``env.feedback`` names the env's."""
 
 
 def _noise(seed: int, user_id: str, text: str, std: float) -> float:
@@ -26,7 +27,7 @@ def user_feedback(
     user_id: Sequence[str],
     task_id: Sequence[str],
     population: UserPopulation,
-    channel: str = "utility",
+    feedback: str = "utility",
     noise: float = 0.1,
     noise_seed: int = 0,
     report: Callable[[str, dict[str, float]], None] | None = None,
@@ -35,7 +36,7 @@ def user_feedback(
 ) -> list[float | None]:
     """The simulated user's own feedback on each completion, for the row's ``user_id`` and ``task_id``.
 
-    Channels: ``utility`` (the user's noisy hidden utility), ``expected_utility`` (noise-free) or
+    ``feedback``: ``utility`` (the user's noisy hidden utility), ``expected_utility`` (noise-free) or
     ``rating`` (Likert 1..5 of the noisy utility, mapped to ``(rating - 3) / 2``), or ``env``: the
     environment's own feedback channel (``env.feedback`` in the config: rating, utility, pairwise,
     critique or implicit, with its noise and unreliable users), one ``reset`` + ``step`` per reply, seeded
@@ -44,17 +45,17 @@ def user_feedback(
     utility terms in ``env_terms``), that is returned as is.
     ``report`` receives the mean utility terms (per style dimension and relevance) of the batch.
     """
-    if channel not in CHANNELS:
-        raise ValueError(f"user_feedback: channel must be one of {CHANNELS}, got {channel!r}")
+    if feedback not in FEEDBACK:
+        raise ValueError(f"user_feedback: feedback must be one of {FEEDBACK}, got {feedback!r}")
     if kwargs.get("env_reward") is not None:
         env_terms = kwargs.get("env_terms")
         if report is not None and env_terms:
             report("user_feedback", {k: sum(t[k] for t in env_terms) / len(env_terms) for k in env_terms[0]})
         return [float(r) for r in kwargs["env_reward"]]
     texts = completion_texts(completions, kwargs)
-    if channel == "env":
+    if feedback == "env":
         if env_factory is None:
-            raise ValueError("user_feedback: channel 'env' needs env_factory (the runner passes it)")
+            raise ValueError("user_feedback: feedback 'env' needs env_factory (the runner passes it)")
         values, term_rows = [], []
         env = env_factory()
         for text, uid, tid in zip(texts, user_id, task_id, strict=True):
@@ -74,11 +75,11 @@ def user_feedback(
         for name, value in terms.items():
             term_sums[name] = term_sums.get(name, 0.0) + float(value[0])
         expected = float(sum(v[0] for v in terms.values()))
-        if channel == "expected_utility":
+        if feedback == "expected_utility":
             rewards.append(expected)
             continue
         noisy = expected + (_noise(noise_seed, uid, text, noise) if noise > 0 else 0.0)
-        if channel == "rating":
+        if feedback == "rating":
             rewards.append((float(user.rating(np.array([noisy]))[0]) - 3.0) / 2.0)
         else:
             rewards.append(noisy)

@@ -112,7 +112,7 @@ def test_runs_never_overwrite_each_other(attune_cli, tmp_path):
 @pytest.mark.parametrize(
     "env_id, overrides",
     [
-        ("attune/CustomerSupport-v1", ["env.feedback=utility", "env.adversarial=0.2", "rewards=[{name: user_feedback, params: {channel: env}}]"]),
+        ("attune/CustomerSupport-v1", ["env.feedback=utility", "env.adversarial=0.2", "rewards=[{name: user_feedback, params: {feedback: env}}]"]),
         ("attune/Tutor-v1", ["env.max_turns=2", "env.feedback=critique", "env.patience=2"]),
         ("attune/HealthCoach-v1", ["env.max_turns=2", "env.feedback=implicit", "env.reward_mode=episode_end"]),
     ],

@@ -159,7 +159,7 @@ def test_ppo_reward_model_equals_the_reward_functions_on_the_decoded_replies():
     rows = build_prompt_dataset(make_env("attune/WritingAssistant-v1", population=population, split="train"), 4, seed=0)
     prompt_ids = [chat_prompt_ids(tokenizer, row["prompt"]) for row in rows]
     tokenizer = _tokenizer_for_ppo(tokenizer, prompt_ids)
-    functions = [build_reward("user_feedback", {"channel": "expected_utility"}, population=population),
+    functions = [build_reward("user_feedback", {"feedback": "expected_utility"}, population=population),
                  build_reward("length_target", {"target_words": 5}),
                  lambda prompts, completions, **kw: [None if "plan" in c[0]["content"] else 0.5 for c in completions]]
     weights = [1.0, 0.2, -2.0]

@@ -43,11 +43,11 @@ def test_user_feedback_expected_utility_literal(population):
     user = population.users[0]
     task = population.tasks[0]  # "write an email to a colleague about a delayed project deadline"
     out = user_feedback(None, [REPLY_30_WORDS], user_id=[user.user_id], task_id=[task.task_id],
-                        population=population, channel="expected_utility")
+                        population=population, feedback="expected_utility")
     # 30 words: brevity 0.5 -> term 0, other weights 0, relevance 1 -> +1
     assert out == [pytest.approx(1.0)]
     short = user_feedback(None, [REPLY_14_WORDS], user_id=[user.user_id], task_id=[task.task_id],
-                          population=population, channel="expected_utility")
+                          population=population, feedback="expected_utility")
     assert short == [pytest.approx(1.0 + (2 / (1 + 14 / 30) - 1))]
 
 
@@ -58,7 +58,7 @@ def test_user_feedback_noise_is_a_pure_function_and_rating_is_likert(population)
     assert a == b and a[0] == a[1]  # same user, same reply, same perception
     good = ("Dear colleague, the project deadline moves to 14 March because the supplier delivered the parts late. "
             "Please tell your team about the delay.")
-    ratings = user_feedback(None, ["a reply", good], channel="rating", noise=0.0, **kwargs)
+    ratings = user_feedback(None, ["a reply", good], feedback="rating", noise=0.0, **kwargs)
     # The rating is the user's own Likert answer to the noise-free utility, mapped to (rating - 3) / 2.
     user, task = population.simulated_user("u0000", noise=0.0), population.task("write-000")
     likert = user.rating(user.utility(["a reply", good], [task, task]))
@@ -103,7 +103,7 @@ def test_lookup_errors_name_the_fix():
 
 
 def test_built_reward_binds_population(population):
-    reward = build_reward("user_feedback", {"channel": "expected_utility"}, population=population)
+    reward = build_reward("user_feedback", {"feedback": "expected_utility"}, population=population)
     assert reward.__name__ == "user_feedback"
     assert reward(None, [REPLY_30_WORDS], user_id=["u0001"], task_id=["write-000"]) == [
         pytest.approx(1.0)
@@ -120,7 +120,7 @@ def test_user_feedback_env_channel_follows_the_environments_feedback(population)
                                 noise=0.0).unwrapped
 
     replies = [REPLY_30_WORDS, "lol!!! " * 20]
-    kwargs = dict(user_id=["u0000", "u0000"], task_id=["write-000"] * 2, population=population, channel="env")
+    kwargs = dict(user_id=["u0000", "u0000"], task_id=["write-000"] * 2, population=population, feedback="env")
     implicit = user_feedback(None, replies, env_factory=factory("implicit"), **kwargs)
     # utility 1.0 (>= 0, below the satisfaction threshold 1.5): "continues"; the 20-word off-topic reply has
     # utility 2/(1+20/30)-1-1 = -0.8 < 0: "rephrases"

@@ -57,12 +57,12 @@ def test_a_failing_trial_is_reported_the_others_finish_and_the_sweep_exits_non_z
     from experiments.cli import app
 
     result = CliRunner().invoke(app, ["sweep", str(SWEEP), f"tracking.runs_dir={tmp_path}", "sweep.seeds=null",
-                                      "sweep.space={rewards.0.params.channel: {grid: [utility, bogus]}}"])
+                                      "sweep.space={rewards.0.params.feedback: {grid: [utility, bogus]}}"])
     assert result.exit_code == 1, result.output
     rows = json.loads((tmp_path / "sweep-sweep" / "sweep_results.json").read_text())
-    by_channel = {r["rewards.0.params.channel"]: r for r in rows}
+    by_channel = {r["rewards.0.params.feedback"]: r for r in rows}
     assert by_channel["utility"]["status"] == "done"
-    assert by_channel["bogus"]["status"] == "error" and "channel must be one of" in by_channel["bogus"]["error"]
+    assert by_channel["bogus"]["status"] == "error" and "feedback must be one of" in by_channel["bogus"]["error"]
     assert rows[0]["status"] == "done"  # finished trials sort first
     assert "error: " in (tmp_path / "sweep-sweep" / "sweep_results.md").read_text()
     summary = " ".join(result.output.split())
