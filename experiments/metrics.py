@@ -79,9 +79,7 @@ class Metric:
             if self.key not in value:
                 raise ValueError(f"metric {self.key!r}: the fields its function returned lack {self.key!r}")
             return dict(value)
-        if isinstance(value, bool):
-            return {self.key: float(value)}
-        return {self.key: float(value) if isinstance(value, (int, float)) else value}
+        return {self.key: float(value) if isinstance(value, bool) else value}
 
     def column(self, header: str | None = None, **options: Any) -> Column:
         """The column showing this metric in a table whose rows hold its fields (e.g. one row per variant)."""
