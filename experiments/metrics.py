@@ -134,6 +134,14 @@ def declared(scope: str | None = None) -> list[Metric]:
     return [m for m in METRICS.values() if scope is None or m.scope == scope]
 
 
+def get(key: str) -> Metric:
+    """One declared metric, e.g. ``get("improvement").column("improvement over base")`` for a table of variants."""
+    known = {m.key: m for m in declared()}
+    if key not in known:
+        raise KeyError(f"no metric {key!r}; declared: {', '.join(known)}")
+    return known[key]
+
+
 def compute(scope: str, data: Any) -> dict[str, Any]:
     """Every metric of ``scope`` computed on ``data`` (episodes, or a ``Paired``), as ``eval.json`` fields."""
     out: dict[str, Any] = {}

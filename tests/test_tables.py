@@ -106,6 +106,18 @@ def test_a_declared_comparison_metric_reaches_the_table_the_caption_and_the_swee
     assert metrics.final_values(report)["test_only_gap"] == report["comparison"]["test_only_gap"]
 
 
+def test_a_metric_column_shows_a_row_per_variant():
+    from test_evaluate import _report
+
+    comparison = _report()["comparison"]
+    row = {"variant": "grpo", **comparison}
+    table = Table([Column("variant", align="left"), metrics.get("improvement").column("improvement over base"),
+                   metrics.get("win_rate").column(), metrics.get("sampled_win_rate").column()], [row])
+    assert "| grpo | +0.200 ± 0.000 | 0.75 [0.00, 1.00] | 3/4 = 0.75 [0.30, 0.95] |" in table.to_markdown()
+    with pytest.raises(KeyError, match="no metric 'typo'"):
+        metrics.get("typo")
+
+
 def test_the_evaluation_table_lists_the_metrics_in_declaration_order():
     from test_evaluate import _report
 
