@@ -28,6 +28,7 @@ import numpy as np
 from experiments import stats
 from rewards.combine import reward_matrix, weighted_sum
 from experiments.config import ConfigError, ExperimentConfig
+from experiments.tables import Column, Table, log_tables_to_wandb, mean_column
 
 
 def _weighted(reward_functions: list[Any], weights: list[float], prompts: list[Any], replies: list[str],
@@ -141,29 +142,41 @@ def caption(rows: list[dict[str, Any]]) -> str:
             "(Pearson; Spearman with tied ranks averaged).")
 
 
+def reward_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per proxy reward: what it raised, what the users got, how it tracks their utility, its cost."""
+    return Table(
+        [
+            Column("variant", align="left"),
+            Column("rewards", "proxy", align="left"),
+            Column("proxy_gain", "proxy gain", "{:+.3f}"),
+            mean_column("utility_gain", "utility gain"),
+            Column("proxy_gain_std_units", "proxy gain (std)", "{:+.2f}"),
+            Column("utility_gain_std_units", "utility gain (std)", "{:+.2f}"),
+            Column("gap_std_units", "gap (std)", "{:+.2f}"),
+            Column("pearson_with_utility", "corr. with utility (Pearson / Spearman)",
+                   lambda r: f"{r['pearson_with_utility']:+.2f} / {r['spearman_with_utility']:+.2f}"),
+            Column("ms_per_100_replies", "ms / 100 replies", "{:.1f}"),
+        ],
+        rows,
+        title="proxy rewards vs. the users' hidden utility (held-out users)",
+        caption=caption(rows),
+    )
+
+
 def write_outputs(folder: Path, rows: list[dict[str, Any]], config: ExperimentConfig) -> None:
-    (folder / "reward_comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = reward_table(rows)
+    (folder / "reward_comparison.json").write_text(json.dumps(table.to_records(), indent=2) + "\n")
     lines = [
         f"# Reward comparison: {folder.name}", "",
         "Same method, users, prompts and seeds for every reward. Gains are after minus before training on "
         "held-out users; std units divide by each quantity's spread on a fixed probe set; gap = proxy gain "
         "- utility gain in std units (large = the proxy was hacked).", "",
-        caption(rows), "",
-        "| variant | proxy | proxy gain | utility gain | proxy gain (std) | utility gain (std) | gap (std) "
-        "| corr. with utility (Pearson / Spearman) | ms / 100 replies |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        table.to_markdown(title=False),
+        "![reward hacking](plots/reward_hacking.png)", "",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['variant']} | {r['rewards']} | {r['proxy_gain']:+.3f} "
-            f"| {stats.format_mean(r['utility_gain'], r['utility_gain_ci95'])} "
-            f"| {r['proxy_gain_std_units']:+.2f} | {r['utility_gain_std_units']:+.2f} | {r['gap_std_units']:+.2f} "
-            f"| {r['pearson_with_utility']:+.2f} / {r['spearman_with_utility']:+.2f} | {r['ms_per_100_replies']:.1f} |"
-        )
-    lines += ["", "![reward hacking](plots/reward_hacking.png)", ""]
     (folder / "reward_comparison.md").write_text("\n".join(lines))
     plot(folder, rows)
-    log_to_wandb(folder, rows, config)
+    log_to_wandb(folder, table, config)
 
 
 def plot(folder: Path, rows: list[dict[str, Any]]) -> Path:
@@ -186,31 +199,15 @@ def plot(folder: Path, rows: list[dict[str, Any]]) -> Path:
     return save_figure(fig, folder, "reward_hacking.png")
 
 
-def log_to_wandb(folder: Path, rows: list[dict[str, Any]], config: ExperimentConfig) -> None:
-    if config.tracking.wandb == "disabled" or not rows:
+def log_to_wandb(folder: Path, table: Table, config: ExperimentConfig) -> None:
+    """The table in a W&B run of its own, grouped with the variants' runs."""
+    if config.tracking.wandb == "disabled":
         return
-    import wandb
-
-    from experiments.tracking import wandb_settings
-
-    run = wandb.init(project=config.tracking.project, name=f"{folder.name}-reward-comparison", group=config.experiment,
-                     dir=str(folder), mode=config.tracking.wandb, config={"variants": [r["variant"] for r in rows]},
-                     settings=wandb_settings())
-    columns = list(rows[0])
-    run.log({"reward_comparison": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
-             "plots/reward_hacking": wandb.Image(str(folder / "plots" / "reward_hacking.png"))})
-    run.finish()
+    log_tables_to_wandb(config.tracking, folder, f"{folder.name}-reward-comparison", config.experiment,
+                        {"reward_comparison": table}, images={"plots/reward_hacking": folder / "plots" / "reward_hacking.png"},
+                        config={"variants": [r["variant"] for r in table.rows]})
 
 
 def print_table(console: Any, rows: list[dict[str, Any]], folder: Path) -> None:
-    from rich.table import Table
-
-    table = Table(title="proxy rewards vs. the users' hidden utility (held-out users)", caption=caption(rows) or None)
-    for column in ("variant", "proxy gain", "utility gain", "gap (std)", "corr. (P/S)", "ms/100"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for r in rows:
-        table.add_row(r["variant"], f"{r['proxy_gain']:+.3f}", stats.format_mean(r["utility_gain"], r["utility_gain_ci95"]),
-                      f"{r['gap_std_units']:+.2f}", f"{r['pearson_with_utility']:+.2f}/{r['spearman_with_utility']:+.2f}",
-                      f"{r['ms_per_100_replies']:.1f}")
-    console.print(table)
+    console.print(reward_table(rows).to_rich())
     console.print(f"reward comparison: [cyan]{folder / 'reward_comparison.md'}[/]")

@@ -16,16 +16,16 @@ its interval:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from agents.policy import generate_replies
-from agents.rollouts import build_prompt_dataset
-from envs.seeding import derive_seed, seed_sequence
 from envs.population import UserPopulation
-from experiments import stats
+from envs.seeding import derive_seed, seed_sequence
+from experiments import metrics, stats
+from experiments.metrics import describe_intervals  # noqa: F401  (callers import it from here)
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
@@ -64,6 +64,8 @@ class EpisodeResult:
 
 def build_eval_set(env: Any, n_prompts: int, seed: int) -> list[dict[str, Any]]:
     """Opening turns of held-out users; ``env`` must draw from the ``held_out`` split."""
+    from agents.rollouts import build_prompt_dataset
+
     if getattr(env, "split", "held_out") != "held_out":
         raise ValueError("evaluation must use an environment on the held-out split")
     return build_prompt_dataset(env, n_prompts, seed=seed)
@@ -90,6 +92,7 @@ def run_episodes(
     from rich.progress import Progress
 
     from agents import as_policy
+    from agents.policy import generate_replies
 
     policy = as_policy(policy)
     live = []
@@ -147,24 +150,41 @@ def _mean_fields(estimate: stats.Estimate, prefix: str = "") -> dict[str, Any]:
     return {f"{prefix}ci95": estimate.half_width, **estimate.as_dict(prefix), f"{prefix}n": estimate.n}
 
 
+# The reported metrics of one policy, in the order the tables show them: each is declared here, where it is
+# computed, and from that alone lands in eval.json, the console table, report.md, W&B and `attune sweep`
+# (see experiments.metrics). Adding one is adding a function like these.
+
+
+@metrics.policy_metric("mean_utility", "mean user reward (hidden utility)", show="mean", prefix="")
+def mean_utility(results: list[EpisodeResult]) -> stats.Estimate:
+    """The users' noise-free hidden utility, the quantity training is meant to raise (t interval)."""
+    return stats.mean_interval([r.score for r in results])
+
+
+@metrics.policy_metric("mean_feedback_return", "mean feedback return (per episode)", show="mean",
+                       prefix="feedback_return_", sweep=False)
+def mean_feedback_return(results: list[EpisodeResult]) -> stats.Estimate:
+    """What training maximizes: the feedback channel's episode return (t interval)."""
+    return stats.mean_interval([r.feedback_return for r in results])
+
+
+@metrics.policy_metric("satisfaction_rate", "satisfaction rate", format="{:.2f}", sweep=False)
+def satisfaction_rate(results: list[EpisodeResult]) -> float:
+    return float(np.mean([r.satisfied for r in results])) if results else float("nan")
+
+
+@metrics.policy_metric("mean_reply_words", "mean reply length (words)", format="{:.1f}", sweep=False)
+def mean_reply_words(results: list[EpisodeResult]) -> float:
+    return float(np.mean([len(" ".join(r.replies).split()) for r in results])) if results else 0.0
+
+
 def summarize(results: list[EpisodeResult]) -> dict[str, Any]:
-    """Mean hidden utility (t interval), per group, feedback return, satisfaction and reply length."""
-    utility = stats.mean_interval([r.score for r in results])
+    """Every declared policy metric (mean hidden utility, feedback return, ...), per group and per utility term."""
     by_group: dict[str, Any] = {}
     for group in sorted({r.group for r in results}):
         g = stats.mean_interval([r.score for r in results if r.group == group])
         by_group[group] = {"mean": g.value, **_mean_fields(g)}
-    feedback = stats.mean_interval([r.feedback_return for r in results])
-    return {
-        "mean_utility": utility.value,
-        **_mean_fields(utility),
-        "by_group": by_group,
-        "mean_feedback_return": feedback.value,
-        **_mean_fields(feedback, "feedback_return_"),
-        "terms": term_means(results),
-        "satisfaction_rate": float(np.mean([r.satisfied for r in results])) if results else float("nan"),
-        "mean_reply_words": float(np.mean([len(" ".join(r.replies).split()) for r in results])) if results else 0.0,
-    }
+    return {**metrics.compute(metrics.POLICY, results), "by_group": by_group, "terms": term_means(results)}
 
 
 def term_means(results: list[EpisodeResult]) -> dict[str, float]:
@@ -185,6 +205,70 @@ def term_changes(before: list[EpisodeResult], after: list[EpisodeResult]) -> dic
     return changes
 
 
+@dataclasses.dataclass
+class Paired:
+    """The same held-out conversations played by the base policy (``before``) and the trained one (``after``),
+    what every comparison metric is computed from."""
+
+    before: list[EpisodeResult]
+    after: list[EpisodeResult]
+    population: Any
+    seed: int
+    noise: float
+
+    @functools.cached_property
+    def choice_probabilities(self) -> list[float]:
+        """Per conversation: the user's Bradley-Terry probability of preferring the trained policy's first reply
+        to the base policy's (both answer the same opening message)."""
+        probabilities = []
+        for b, a in zip(self.before, self.after):
+            user = self.population.simulated_user(a.user_id, noise=self.noise)
+            task = self.population.task(a.task_id)
+            utility_after, utility_before = user.utility([a.replies[0], b.replies[0]], [task, task])
+            probabilities.append(float(user.choice_probability(utility_after, utility_before)))
+        return probabilities
+
+    @functools.cached_property
+    def sampled_choices(self) -> list[int]:
+        """The users' choices drawn from :attr:`choice_probabilities` with ``seed`` (1: the trained reply won)."""
+        rng = np.random.default_rng(seed_sequence(self.seed, "pairwise-choices"))
+        return [int(rng.random() < p) for p in self.choice_probabilities]
+
+
+# The reported comparisons of the trained policy with the base policy, declared where they are computed.
+
+
+@metrics.comparison_metric("improvement", "improvement (paired)", show="mean", describe="improvement: {interval}")
+def improvement(paired: Paired) -> stats.Estimate:
+    """After minus before, conversation by conversation (paired t interval)."""
+    return stats.paired_difference_interval([a.score for a in paired.after], [b.score for b in paired.before])
+
+
+@metrics.comparison_metric(
+    "win_rate", "win rate vs base (users' choices, expected)", show="interval",
+    describe="win rate: the users' Bradley-Terry expected probability of preferring the trained policy, with its "
+             "{interval} in brackets")
+def win_rate(paired: Paired) -> dict[str, Any]:
+    """The mean of the users' win probabilities; its t interval clipped to [0, 1] (``win_rate_ci95`` stays the
+    t half-width before clipping, like every other ``ci95``)."""
+    probabilities = paired.choice_probabilities
+    expected = stats.mean_interval(probabilities, bounds=(0.0, 1.0),
+                                   what="over per-conversation Bradley-Terry win probabilities")
+    return {"win_rate": expected.value, **_mean_fields(expected, "win_rate_"),
+            "win_rate_ci95": stats.mean_interval(probabilities).half_width,
+            "expected_win_probability": expected.value}
+
+
+@metrics.comparison_metric(
+    "sampled_win_rate", "sampled wins vs base", show="count", count_key="sampled_wins", sweep=False,
+    describe="sampled wins: choices drawn from those probabilities, with their {interval} in brackets")
+def sampled_win_rate(paired: Paired) -> dict[str, Any]:
+    """Wins actually drawn from the users' probabilities (seeded), their rate with a Wilson interval."""
+    wins = paired.sampled_choices
+    sampled = stats.wilson_interval(sum(wins), len(wins))
+    return {"sampled_wins": int(sum(wins)), "sampled_win_rate": sampled.value, **sampled.as_dict("sampled_win_rate_")}
+
+
 def compare(
     before: list[EpisodeResult],
     after: list[EpisodeResult],
@@ -192,7 +276,7 @@ def compare(
     seed: int,
     noise: float,
 ) -> dict[str, Any]:
-    """Paired improvement and win rate of ``after`` over ``before`` (rows in the same order).
+    """Every declared comparison metric of ``after`` over ``before`` (rows in the same order), and the terms' changes.
 
     ``win_rate`` is the expected probability, by each user's Bradley-Terry choice model, that the user
     prefers the trained policy's first reply to the base policy's, averaged over conversations (t interval,
@@ -201,60 +285,9 @@ def compare(
     """
     if len(before) != len(after):
         raise ValueError("before and after must score the same episodes")
-    improvement = stats.paired_difference_interval([a.score for a in after], [b.score for b in before])
-    rng = np.random.default_rng(seed_sequence(seed, "pairwise-choices"))
-    wins, probabilities = [], []
-    for b, a in zip(before, after):
-        user = population.simulated_user(a.user_id, noise=noise)
-        task = population.task(a.task_id)
-        # The user compares the two policies' first replies to the same opening message.
-        utility_after, utility_before = user.utility([a.replies[0], b.replies[0]], [task, task])
-        probabilities.append(float(user.choice_probability(utility_after, utility_before)))
-        wins.append(int(rng.random() < probabilities[-1]))
-    # The mean of probabilities lies in [0, 1], so its interval is clipped there; ``win_rate_ci95`` stays
-    # the t half-width before clipping, like every other ``ci95``.
-    expected = stats.mean_interval(probabilities, bounds=(0.0, 1.0),
-                                   what="over per-conversation Bradley-Terry win probabilities")
-    expected_half_width = stats.mean_interval(probabilities).half_width
-    sampled = stats.wilson_interval(sum(wins), len(wins))
-    return {
-        "n": len(after),
-        "improvement": improvement.value,
-        **_mean_fields(improvement, "improvement_"),
-        "win_rate": expected.value,
-        **_mean_fields(expected, "win_rate_"),
-        "win_rate_ci95": expected_half_width,
-        "expected_win_probability": expected.value,
-        "term_changes": term_changes(before, after),
-        "sampled_wins": int(sum(wins)),
-        "sampled_win_rate": sampled.value,
-        **sampled.as_dict("sampled_win_rate_"),
-    }
+    paired = Paired(before, after, population, seed, noise)
+    return {"n": len(after), **metrics.compute(metrics.COMPARISON, paired), "term_changes": term_changes(before, after)}
 
 
 def episode_records(results: list[EpisodeResult]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(r) | {"score": r.score} for r in results]
-
-
-def describe_intervals(before: dict[str, Any], comparison: dict[str, Any] | None = None, seeds: int = 1,
-                       per_variant: bool = False) -> str:
-    """The caption every evaluation table carries: n, seeds and the kind of each interval shown.
-
-    ``before`` is a :func:`summarize` result (``n``, ``interval``), ``comparison`` a :func:`compare` result
-    (``improvement_interval``, ``win_rate_interval``, ``sampled_win_rate_interval``).
-    """
-    n = before["n"]
-    parts = [
-        f"n = {n} held-out conversation{'s' if n != 1 else ''}, {seeds} seed{'s' if seeds != 1 else ''}"
-        + (" per variant" if per_variant else ""),
-        f"± is the half-width of the {before['interval']} (per group over its own n)",
-    ]
-    if comparison is not None:
-        parts += [
-            f"improvement: {comparison['improvement_interval']}",
-            "win rate: the users' Bradley-Terry expected probability of preferring the trained policy, "
-            f"with its {comparison['win_rate_interval']} in brackets",
-            f"sampled wins: choices drawn from those probabilities, with their {comparison['sampled_win_rate_interval']} "
-            "in brackets",
-        ]
-    return "; ".join(parts) + "."

@@ -90,55 +90,14 @@ def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
 
 def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Path:
     """``report.md``: the numbers, the plots and a few example replies, before and after."""
-    from experiments.evaluate import describe_intervals
-    from experiments.stats import format_interval, format_mean
+    from experiments.metrics import evaluation_table, term_table
 
     lines = [f"# {run_dir.name}", ""]
     if "before" in report:
-        before, after, comparison = report["before"], report["after"], report["comparison"]
-        sampled = format_interval(comparison["sampled_win_rate"], comparison["sampled_win_rate_ci_low"],
-                                  comparison["sampled_win_rate_ci_high"])
-        lines += [
-            f"Held-out users: {before['n']} conversations, the same prompts and sampling seeds before and after.",
-            "",
-            describe_intervals(before, comparison),
-            "",
-            "| metric | base policy | trained policy |",
-            "| --- | ---: | ---: |",
-            f"| mean hidden utility (n={before['n']}) | {format_mean(before['mean_utility'], before['ci95'])} "
-            f"| {format_mean(after['mean_utility'], after['ci95'])} |",
-        ]
-        for group, b in before["by_group"].items():
-            a = after["by_group"][group]
-            lines.append(f"| group {group} (n={b['n']}) | {format_mean(b['mean'], b['ci95'])} "
-                         f"| {format_mean(a['mean'], a['ci95'])} |")
-        lines += [
-            f"| mean feedback return per episode | {format_mean(before['mean_feedback_return'], before['feedback_return_ci95'])} "
-            f"| {format_mean(after['mean_feedback_return'], after['feedback_return_ci95'])} |",
-            f"| satisfaction rate | {before['satisfaction_rate']:.2f} | {after['satisfaction_rate']:.2f} |",
-            f"| paired improvement | | {format_mean(comparison['improvement'], comparison['improvement_ci95'])} |",
-            "| win rate vs base (users' pairwise choices, Bradley-Terry expected) | | "
-            f"{format_interval(comparison['win_rate'], comparison['win_rate_ci_low'], comparison['win_rate_ci_high'])} |",
-            f"| sampled wins vs base | | {comparison['sampled_wins']}/{comparison['n']} = {sampled} |",
-            "",
-        ]
-        changes = comparison.get("term_changes") or {}
-        if changes:
-            lines += [
-                "### What moved: the users' utility terms",
-                "",
-                "Each term's mean over the held-out conversations (they add up to the hidden utility), and its "
-                f"paired change with the 95% paired Student-t CI (n={comparison['n']}).",
-                "",
-                "| term | base policy | trained policy | change |",
-                "| --- | ---: | ---: | ---: |",
-            ]
-            for name, change in sorted(changes.items(), key=lambda item: -abs(item[1]["change"])):
-                lines.append(f"| {name} | {before['terms'].get(name, float('nan')):+.3f} | "
-                             f"{after['terms'].get(name, float('nan')):+.3f} | {format_mean(change['change'], change['ci95'])} |")
-            lines.append("")
-        if "base_seed_to_seed" in report:
-            lines += [f"Seed-to-seed standard deviation of the base policy's mean: {report['base_seed_to_seed']['std']:.3f}", ""]
+        lines += [evaluation_table(report).to_markdown()]
+        terms = term_table(report)
+        if terms is not None:
+            lines += [f"### {terms.title}", "", terms.to_markdown(title=False)]
     for name, title in (("training_reward.png", "Training"), ("eval_by_group.png", "Evaluation")):
         if (run_dir / "plots" / name).is_file():
             lines += [f"## {title}", "", f"![{title}](plots/{name})", ""]
@@ -164,3 +123,18 @@ def build_report(run_dir: Path, report: dict[str, Any]) -> Path:
     plot_training(run_dir)
     plot_evaluation(run_dir, report)
     return write_report(run_dir, report, (run_dir / "config.yaml").read_text())
+
+
+def print_report(console: Any, report: dict[str, Any], run_dir: Path) -> None:
+    """The run's evaluation table in the terminal (the same table as ``report.md``'s)."""
+    from experiments.metrics import evaluation_table
+
+    if "before" not in report:
+        console.print(f"[green]done[/] (evaluation disabled) -> {run_dir}")
+        return
+    console.print(evaluation_table(report).to_rich())
+    changes = sorted((report["comparison"].get("term_changes") or {}).items(), key=lambda item: -abs(item[1]["change"]))
+    if changes:
+        console.print("utility terms that moved most (paired change, see report.md): "
+                      + ", ".join(f"{name} {c['change']:+.3f}" for name, c in changes[:3]))
+    console.print(f"training took {report['train_seconds']:.0f} s; run folder: [cyan]{run_dir}[/]")

@@ -14,7 +14,8 @@ from typing import Any
 
 from experiments.checkpoints import _checkpoint_step, find_run_to_resume
 from experiments.config import ConfigError, ExperimentConfig, check_prompt_supply, check_tracking, dump_config
-from experiments.report import build_report
+from experiments.report import build_report, print_report
+from experiments.tables import flatten as _flatten
 from experiments.tracking import (
     RunResult,
     RunTracker,
@@ -350,57 +351,3 @@ def _population(config: ExperimentConfig) -> Any:
         seed=config.users.seed,
         groups=groups,
     )
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "/"))
-        elif isinstance(value, (int, float, str)):
-            flat[name] = value
-    return flat
-
-
-def print_report(console: Any, report: dict[str, Any], run_dir: Path) -> None:
-    from rich.table import Table
-
-    from experiments.evaluate import describe_intervals
-    from experiments.stats import format_interval, format_mean
-
-    if "before" not in report:
-        console.print(f"[green]done[/] (evaluation disabled) -> {run_dir}")
-        return
-    before, after, comparison = report["before"], report["after"], report["comparison"]
-    table = Table(title=f"held-out users: {before['n']} conversations, same prompts and seeds",
-                  caption=describe_intervals(before, comparison))
-    table.add_column("metric")
-    table.add_column("base policy", justify="right")
-    table.add_column("trained policy", justify="right")
-    table.add_row(
-        "mean user reward (hidden utility)",
-        format_mean(before["mean_utility"], before["ci95"]),
-        format_mean(after["mean_utility"], after["ci95"]),
-    )
-    for group in before["by_group"]:
-        b, a = before["by_group"][group], after["by_group"][group]
-        table.add_row(f"  group {group} (n={b['n']})", format_mean(b["mean"], b["ci95"]), format_mean(a["mean"], a["ci95"]))
-    table.add_row("mean feedback return (per episode)",
-                  format_mean(before["mean_feedback_return"], before["feedback_return_ci95"]),
-                  format_mean(after["mean_feedback_return"], after["feedback_return_ci95"]))
-    table.add_row("mean reply length (words)", f"{before['mean_reply_words']:.1f}", f"{after['mean_reply_words']:.1f}")
-    table.add_row("improvement (paired)", "", format_mean(comparison["improvement"], comparison["improvement_ci95"]))
-    table.add_row("win rate vs base (users' choices, expected)", "",
-                  format_interval(comparison["win_rate"], comparison["win_rate_ci_low"], comparison["win_rate_ci_high"]))
-    sampled = format_interval(comparison["sampled_win_rate"], comparison["sampled_win_rate_ci_low"],
-                              comparison["sampled_win_rate_ci_high"])
-    table.add_row("sampled wins vs base", "", f"{comparison['sampled_wins']}/{comparison['n']} = {sampled}")
-    if "base_seed_to_seed" in report:
-        table.add_row("base seed-to-seed std of the mean", f"{report['base_seed_to_seed']['std']:.3f}", "")
-    console.print(table)
-    changes = sorted((comparison.get("term_changes") or {}).items(), key=lambda item: -abs(item[1]["change"]))
-    if changes:
-        console.print("utility terms that moved most (paired change, see report.md): "
-                      + ", ".join(f"{name} {c['change']:+.3f}" for name, c in changes[:3]))
-    console.print(f"training took {report['train_seconds']:.0f} s; run folder: [cyan]{run_dir}[/]")

@@ -34,6 +34,7 @@ import yaml
 
 from experiments import offline
 from experiments.config import ConfigError, ExperimentConfig, apply_override, dump_config, load_config
+from experiments.tables import Column, Table, log_tables_to_wandb
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 TUNE_DIR = "tune"
@@ -44,9 +45,9 @@ GCS_PROBE_TIMEOUT_S = 20.0
 AUTH_HINT = ("the cluster wants Ray's auth token and refused this one (or none); set RAY_AUTH_TOKEN to what "
              "`ray get-auth-token` prints on the head node (or copy the head's ~/.ray/auth_token to this machine)")
 
-# What a trial reports at its end, by kind of method: the metrics a sweep can sort by.
-EVAL_METRICS = ("mean_utility", "improvement", "win_rate")
-TEXT_METRICS = (*EVAL_METRICS, "train_seconds", "total_seconds")
+# What a trial reports at its end, by kind of method: the metrics a sweep can sort by. An evaluated LLM run
+# reports every metric declared sweepable in experiments.evaluate (experiments.metrics.sweep_metrics).
+TIMING_METRICS = ("train_seconds", "total_seconds")
 BASELINE_METRICS = ("held_out_reward", "held_out_regret", "random_reward", "random_regret", "train_seconds")
 
 
@@ -109,12 +110,15 @@ def allowed_metrics(config: ExperimentConfig) -> tuple[str, ...]:
     if isinstance(spec, dict) and isinstance(next(iter(spec.values()), None), list):
         methods |= set(next(iter(spec.values())))
     evaluated = config.evaluation.enabled or "evaluation.enabled" in (config.sweep.space if config.sweep else {})
+    from experiments.metrics import sweep_metrics
+
+    eval_metrics = sweep_metrics()
     per_method = []
     for method in methods:
         if method in BASELINE_METHODS:
             per_method.append(BASELINE_METRICS)
         else:
-            per_method.append(TEXT_METRICS if evaluated else tuple(m for m in TEXT_METRICS if m not in EVAL_METRICS))
+            per_method.append((*eval_metrics, *TIMING_METRICS) if evaluated else TIMING_METRICS)
     return tuple(m for m in per_method[0] if all(m in other for other in per_method[1:]))
 
 
@@ -137,13 +141,9 @@ def trial_config(base: dict[str, Any], values: dict[str, Any], runs_dir: str, tr
 
 def final_metrics(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     """What a trial reports to Tune at its end, from its ``eval.json``."""
-    final: dict[str, Any] = {"done": 1.0, "run_dir": str(run_dir)}
-    if "after" in report:
-        final |= {
-            "mean_utility": report["after"]["mean_utility"],
-            "improvement": report["comparison"]["improvement"],
-            "win_rate": report["comparison"]["win_rate"],
-        }
+    from experiments.metrics import final_values
+
+    final: dict[str, Any] = {"done": 1.0, "run_dir": str(run_dir), **final_values(report)}
     final |= {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return final
 
@@ -399,7 +399,7 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
             ray.shutdown()
     rows = results_table(grid, sweep.metric, sweep.mode, list(space))
     write_results(folder, rows, config, config_path, sweep.metric, time.perf_counter() - started)
-    print_results(console, rows, folder, sweep.metric)
+    print_results(console, rows, folder, sweep.metric, sweep.mode)
     failed = [r for r in rows if r["status"] != "done"]
     if failed:
         console.print(f"[red]{len(failed)} of {len(rows)} trials failed:[/] "
@@ -425,17 +425,27 @@ def results_table(grid: Any, metric: str, mode: str, keys: list[str]) -> list[di
     return rows
 
 
+def sweep_table(rows: list[dict[str, Any]], metric: str, mode: str = "max") -> Table:
+    """The trials, best first: each swept key, the metric, the status (with the error of a failed trial)."""
+    keys = [k for k in rows[0] if k not in ("trial", "status", metric, "run_dir", "error")] if rows else []
+    return Table(
+        [Column("trial", align="left"), *[Column(k, align="left") for k in keys],
+         Column(metric, format="{:+.4f}", missing="-"),
+         Column("status", align="left", format=lambda r: r["status"] + (f": {r['error']}" if r.get("error") else ""),
+                console_width=70)],
+        rows,
+        title=f"sweep results, best first ({metric}, {mode})",
+    )
+
+
 def write_results(folder: Path, rows: list[dict[str, Any]], config: ExperimentConfig, config_path: Path,
                   metric: str, seconds: float) -> None:
-    (folder / "sweep_results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    table = sweep_table(rows, metric, config.sweep.mode)
+    (folder / "sweep_results.json").write_text(table.to_json())
     keys = [k for k in rows[0] if k not in ("trial", "status", metric, "run_dir", "error")] if rows else []
-    lines = [f"# Sweep {folder.name}", "", f"Sorted by {metric} ({config.sweep.mode}); {len(rows)} trials in {seconds:.0f} s.", "",
-             "| trial | " + " | ".join(keys) + f" | {metric} | status |", "|" + " --- |" * (len(keys) + 3)]
-    for r in rows:
-        value = f"{r[metric]:+.4f}" if isinstance(r[metric], (int, float)) else "-"
-        status = r["status"] + (f": {r['error']}" if r.get("error") else "")
-        lines.append(f"| {r['trial']} | " + " | ".join(str(r[k]) for k in keys) + f" | {value} | {status} |")
-    (folder / "sweep_results.md").write_text("\n".join(lines) + "\n")
+    (folder / "sweep_results.md").write_text(
+        f"# Sweep {folder.name}\n\nSorted by {metric} ({config.sweep.mode}); {len(rows)} trials in {seconds:.0f} s.\n\n"
+        + table.to_markdown(title=False))
     best = next((r for r in rows if r["status"] == "done" and r[metric] is not None), None)
     if best is not None:
         data = config.model_dump(mode="json", exclude={"sweep", "variants", "resume"})
@@ -446,36 +456,11 @@ def write_results(folder: Path, rows: list[dict[str, Any]], config: ExperimentCo
                   f"# The best trial of sweep {folder.name} ({metric} = {best[metric]:+.4f}), from {config_path}.\n")
         (folder / "best_config.yaml").write_text(header + yaml.safe_dump(data, sort_keys=False))
         load_config(folder / "best_config.yaml")  # it must run as written
-    _log_table(folder, rows, config)
+    log_tables_to_wandb(config.tracking, folder, f"{folder.name}-summary", folder.name, {"sweep_results": table})
 
 
-def _log_table(folder: Path, rows: list[dict[str, Any]], config: ExperimentConfig) -> None:
-    if config.tracking.wandb == "disabled" or not rows:
-        return
-    import wandb
-
-    from experiments.tracking import wandb_settings
-
-    os.environ.setdefault("WANDB_SILENT", "true")
-    columns = [c for c in rows[0] if c != "error"]
-    run = wandb.init(project=config.tracking.project, name=f"{folder.name}-summary", group=folder.name,
-                     dir=str(folder), mode=config.tracking.wandb,
-                     settings=wandb_settings())
-    run.log({"sweep_results": wandb.Table(columns=columns, data=[[str(r.get(c)) for c in columns] for r in rows])})
-    run.finish()
-
-
-def print_results(console: Any, rows: list[dict[str, Any]], folder: Path, metric: str) -> None:
-    from rich.table import Table
-
-    keys = [k for k in rows[0] if k not in ("trial", "status", metric, "run_dir", "error")] if rows else []
-    table = Table(title=f"sweep results, best first ({metric})")
-    for column in ["trial", *keys, metric, "status"]:
-        table.add_column(column)
-    for r in rows:
-        value = f"{r[metric]:+.4f}" if isinstance(r[metric], (int, float)) else "-"
-        table.add_row(r["trial"], *[str(r[k]) for k in keys], value, r["status"] + (f": {r['error'][:60]}" if r.get("error") else ""))
-    console.print(table)
+def print_results(console: Any, rows: list[dict[str, Any]], folder: Path, metric: str, mode: str = "max") -> None:
+    console.print(sweep_table(rows, metric, mode).to_rich())
     if (folder / "best_config.yaml").exists():
         console.print(f"best config: [cyan]{folder / 'best_config.yaml'}[/]")
 

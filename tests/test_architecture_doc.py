@@ -1,5 +1,6 @@
 """docs/architecture.md's worked examples run as written."""
 
+import json
 import re
 import sys
 import types
@@ -10,13 +11,17 @@ import pytest
 
 import agents
 import envs.scenarios
+from experiments import metrics
 
-DOC = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+from experiments.stats import format_interval
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = (REPO / "docs" / "architecture.md").read_text()
 EXAMPLES = dict(re.findall(r"```python\n# example: ([^\n]+)\n(.*?)```", DOC, flags=re.S))
 
 
 def test_the_doc_has_the_examples_it_promises():
-    assert set(EXAMPLES) == {"add an environment", "add a reward", "add a method"}
+    assert set(EXAMPLES) == {"add an environment", "add a reward", "add a method", "add a metric"}
 
 
 @pytest.fixture
@@ -26,11 +31,12 @@ def clean_registries():
     for env_id in ("my/Recipes-v1", "my/RecipesDiscrete-v1"):
         gymnasium.registry.pop(env_id, None)
     agents.METHODS.pop("greeter", None)
+    metrics.METRICS.pop("question_rate", None)
     for name in ("greeter", "architecture_example"):
         sys.modules.pop(name, None)
 
 
-@pytest.mark.parametrize("name", ["add an environment", "add a reward", "add a method"])
+@pytest.mark.parametrize("name", ["add an environment", "add a reward", "add a method", "add a metric"])
 def test_example_runs(name, clean_registries):
     module = types.ModuleType("architecture_example")
     sys.modules["architecture_example"] = module  # the reward example names its function by dotted path
@@ -54,3 +60,61 @@ def test_the_example_method_shows_up_in_help_and_runs(clean_registries, tmp_path
     assert result.eval["method"] == "greeter" and result.eval["after"]["n"] == 2
     episodes = (result.run_dir / "episodes.json").read_text()
     assert "Start with: Hi there" in episodes  # the method's system prompt reached every evaluated conversation
+
+
+def test_the_metric_diff_is_the_example_and_fits_evaluate_py():
+    diff = DOC.split("```diff\n", 1)[1].split("```", 1)[0].splitlines()
+    assert diff[:2] == ["--- a/experiments/evaluate.py", "+++ b/experiments/evaluate.py"] and diff[2].startswith("@@")
+    context = "\n".join(line[1:] for line in diff[3:] if line.startswith(" "))
+    added = [line[1:] for line in diff[3:] if line.startswith("+")]
+    assert context in (REPO / "experiments" / "evaluate.py").read_text()  # the diff applies where it says
+    declaration, body = added[0], added[2].strip()
+    assert declaration.startswith("@metrics.policy_metric(") and declaration in EXAMPLES["add a metric"]
+    assert body in EXAMPLES["add a metric"]  # the example declares what the diff adds
+
+
+def test_the_example_metric_reaches_every_output(clean_registries, tmp_path, monkeypatch):
+    """One declaration, and the metric is in eval.json, the console table, report.md, W&B and the sweep's metrics."""
+    import io
+
+    from rich.console import Console
+
+    from experiments.config import load_config
+    from experiments.runner import run
+    from experiments.sweep import allowed_metrics, final_metrics
+    from experiments.tracking import RunTracker
+
+    summaries = []
+    finish = RunTracker.finish
+
+    def keep_summary(self, exit_code=0):
+        if self.wandb_run is not None:
+            summaries.append({key: self.wandb_run.summary[key] for key in self.wandb_run.summary.keys()})
+        finish(self, exit_code)
+
+    monkeypatch.setattr(RunTracker, "finish", keep_summary)
+    exec(compile(EXAMPLES["add a metric"], "docs/architecture.md", "exec"), {"__name__": "architecture_example"})
+    config = load_config(REPO / "experiments" / "configs" / "tiny.yaml",
+                         ["trainer.max_steps=1", "evaluation.prompts=4", "tracking.wandb=offline",
+                          f"tracking.runs_dir={tmp_path}"])
+    console = Console(file=io.StringIO(), width=300)
+    result = run(config, console)
+
+    episodes = json.loads((result.run_dir / "episodes.json").read_text())
+    report = json.loads((result.run_dir / "eval.json").read_text())
+    for side in ("before", "after"):
+        asked = sum("?" in e["replies"][0] for e in episodes[side])
+        assert report[side]["question_rate"] == asked / 4 and report[side]["question_rate_n"] == 4
+    expected = format_interval(report["after"]["question_rate"], report["after"]["question_rate_ci_low"],
+                               report["after"]["question_rate_ci_high"])
+    caption_part = "replies that ask a question: 95% Wilson score CI"
+    printed = " ".join(console.file.getvalue().split())
+    assert re.search(r"replies that ask a question .*" + re.escape(expected), printed) and caption_part in printed
+    markdown = (result.run_dir / "report.md").read_text()
+    assert re.search(r"\| replies that ask a question \| [^|]+ \| " + re.escape(expected) + r" \|", markdown)
+    assert caption_part in markdown
+    (summary,) = summaries
+    assert summary["after/question_rate"] == report["after"]["question_rate"]
+    assert summary["before/question_rate_interval"] == "95% Wilson score CI"
+    assert "question_rate" in allowed_metrics(config)
+    assert final_metrics(result.run_dir, report)["question_rate"] == report["after"]["question_rate"]

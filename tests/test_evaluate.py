@@ -133,7 +133,7 @@ def test_every_table_states_n_and_the_interval_kinds(tmp_path):
     assert caption in text
     assert "| group b (n=1) | +0.300 (no CI) | +0.500 (no CI) |" in text
     # Win probabilities 1, 1, 1, 0: mean 0.75 ± 3.182 · 0.25, clipped to [0, 1]; Wilson for 3 of 4.
-    assert "| win rate vs base (users' pairwise choices, Bradley-Terry expected) | | 0.75 [0.00, 1.00] |" in text
+    assert "| win rate vs base (users' choices, expected) | | 0.75 [0.00, 1.00] |" in text
     assert "| sampled wins vs base | | 3/4 = 0.75 [0.30, 0.95] |" in text
 
     console = Console(file=io.StringIO(), width=400)
