@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from experiments import stats
-from experiments.stats import format_interval, format_mean
+from experiments.stats import format_mean
+from experiments.tables import Column, Table, count_column, interval_column, log_tables_to_wandb, mean_column
 
 LEARNS_FACTOR = 2.0
 """A gain counts as learning when it exceeds this many times the evaluation's seed-to-seed spread."""
@@ -145,72 +146,53 @@ def _learns_cell(entry: dict[str, Any]) -> str:
     return {True: "yes", False: "no", None: "-"}[entry.get("learns")]
 
 
-def _sampled_wins(entry: dict[str, Any]) -> str:
-    wins = format_interval(entry["sampled_win_rate"], entry["sampled_win_rate_ci_low"], entry["sampled_win_rate_ci_high"])
-    return f"{entry['sampled_wins']}/{entry['n']} = {wins}"
-
-
-def _columns(table: list[dict[str, Any]]) -> list[str]:
+def _columns(table: list[dict[str, Any]]) -> list[Column]:
+    """The columns for these entries: per-run intervals with one seed, across-seed summaries with several."""
+    text = {"missing": "-"}
+    first = [Column("variant", align="left"), Column("method", align="left")]
+    last = [Column("learns", format=_learns_cell, **text),
+            Column("train_seconds", "train time (s)", "{:.0f}", missing="-")]
+    win_rate = interval_column("win_rate", "win rate vs base (expected)", **text)
     if any(e.get("seeds", 1) > 1 for e in table):
-        return ["variant", "method", "seeds", "n", "mean utility after", "improvement (mean over seeds)",
-                "IQM improvement", "P(beats base)", "win rate vs base", "learns", "train time (s)"]
-    return ["variant", "method", "n", "mean utility after", "improvement over base", "win rate vs base (expected)",
-            "sampled wins", "learns", "train time (s)"]
+        return [*first, Column("seeds", **text), Column("n", **text), Column("mean", "mean utility after", "{:+.3f}", **text),
+                mean_column("improvement", "improvement (mean over seeds)", **text),
+                interval_column("iqm_improvement", "IQM improvement", digits=3, **text),
+                interval_column("probability_of_improvement", "P(beats base)", **text),
+                win_rate, *last]
+    return [*first, Column("n", **text), mean_column("mean", "mean utility after", prefix="", **text),
+            mean_column("improvement", "improvement over base", **text), win_rate,
+            count_column("sampled_win_rate", "sampled_wins", "sampled wins", **text), *last]
 
 
-def _cells(entry: dict[str, Any], columns: list[str]) -> list[str]:
-    seconds = f"{entry['train_seconds']:.0f}" if entry.get("train_seconds") is not None else "-"
-    if "mean" not in entry:
-        return [entry["variant"], entry["method"]] + ["-"] * (len(columns) - 3) + [seconds]
-    win_rate = format_interval(entry["win_rate"], entry["win_rate_ci_low"], entry["win_rate_ci_high"])
-    if entry["seeds"] > 1:
-        return [entry["variant"], entry["method"], str(entry["seeds"]), str(entry["n"]), f"{entry['mean']:+.3f}",
-                format_mean(entry["improvement"], entry["improvement_ci95"]),
-                format_interval(entry["iqm_improvement"], entry["iqm_improvement_ci_low"],
-                                entry["iqm_improvement_ci_high"], digits=3),
-                format_interval(entry["probability_of_improvement"], entry["probability_of_improvement_ci_low"],
-                                entry["probability_of_improvement_ci_high"]),
-                win_rate, _learns_cell(entry), seconds]
-    if "seeds" in columns:  # a one-seed variant in a multi-seed table
-        return [entry["variant"], entry["method"], "1", str(entry["n"]), f"{entry['mean']:+.3f}",
-                format_mean(entry["improvement"], entry["improvement_ci95"]), "-", "-", win_rate,
-                _learns_cell(entry), seconds]
-    return [entry["variant"], entry["method"], str(entry["n"]), format_mean(entry["mean"], entry["ci95"]),
-            format_mean(entry["improvement"], entry["improvement_ci95"]), win_rate, _sampled_wins(entry),
-            _learns_cell(entry), seconds]
+def comparison_rendering(table: list[dict[str, Any]], title: str) -> Table:
+    """The one table of these variants: console, markdown, JSON (every field) and W&B."""
+    return Table(_columns(table), table, title=title, caption=caption(table) or "")
 
 
-def write_comparison(parent: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Write ``comparison.json``, ``comparison.md`` and the plot for these variant rows; returns the table."""
+def write_comparison(parent: Path, rows: list[dict[str, Any]], tracking: Any = None) -> list[dict[str, Any]]:
+    """Write ``comparison.json``, ``comparison.md`` and the plot for these variant rows; returns the table.
+
+    With ``tracking`` (the config's block) the table and plot also go to one W&B run grouped with the variants'.
+    """
     table = comparison_table(rows)
-    (parent / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
-    columns = _columns(table)
-    text = caption(table)
-    lines = [f"# {parent.name}", "", "Held-out users, same prompts and sampling seeds for every variant.", ""]
-    if text:
-        lines += [text, ""]
-    lines += ["| " + " | ".join(columns) + " |",
-              "| " + " | ".join("---" if c in ("variant", "method") else "---:" for c in columns) + " |"]
-    lines += ["| " + " | ".join(_cells(e, columns)) + " |" for e in table]
+    rendering = comparison_rendering(table, f"# {parent.name}")
+    (parent / "comparison.json").write_text(rendering.to_json())
+    lines = [f"# {parent.name}", "", "Held-out users, same prompts and sampling seeds for every variant.", "",
+             rendering.to_markdown(title=False)]
     evaluated = [e for e in table if "base_mean" in e]
     if evaluated:
-        lines += ["", f"Base policy: {format_mean(evaluated[0]['base_mean'], evaluated[0]['base_ci95'])}."]
-    lines += ["", "![comparison](plots/comparison.png)", ""]
+        lines += [f"Base policy: {format_mean(evaluated[0]['base_mean'], evaluated[0]['base_ci95'])}.", ""]
+    lines += ["![comparison](plots/comparison.png)", ""]
     (parent / "comparison.md").write_text("\n".join(lines))
-    plot_comparison(parent, table, rows)
+    plot = plot_comparison(parent, table, rows)
+    if tracking is not None:
+        log_tables_to_wandb(tracking, parent, f"{parent.name}-comparison", parent.name, {"comparison": rendering},
+                            images={"comparison_plot": plot} if plot else None)
     return table
 
 
 def print_comparison(console: Any, table: list[dict[str, Any]], parent: Path) -> None:
-    from rich.table import Table
-
-    columns = _columns(table)
-    out = Table(title="variants on the same held-out users, prompts and seeds", caption=caption(table))
-    for column in columns:
-        out.add_column(column, justify="left" if column in ("variant", "method") else "right")
-    for entry in table:
-        out.add_row(*_cells(entry, columns))
-    console.print(out)
+    console.print(comparison_rendering(table, "variants on the same held-out users, prompts and seeds").to_rich())
     evaluated = [e for e in table if "base_mean" in e]
     if evaluated:
         console.print(f"base policy: {format_mean(evaluated[0]['base_mean'], evaluated[0]['base_ci95'])}")

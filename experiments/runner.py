@@ -319,7 +319,7 @@ def run_variants(config: ExperimentConfig, console: Any = None) -> RunResult:
                 row["base_scores"] = base.get("seed_scores") or [[e["score"] for e in base["episodes"]]]
             rows.append(row)
             results.append(result)
-    comparison = write_comparison(parent, rows)
+    comparison = write_comparison(parent, rows, config.tracking)
     print_comparison(console, comparison, parent)
     return RunResult(parent, {"variants": rows}, variants=results)
 
