@@ -586,8 +586,14 @@ def render_markdown(bench: Benchmark, result: dict[str, Any]) -> str:
         "bootstrap CI). Win rates are the held-out users' Bradley-Terry probability of preferring the trained "
         "policy's reply over the base policy's. \"Published\" is what the source reports for the arm in its own "
         "setting (not a number attune's miniature is expected to match).", "",
-        "## Results", "",
     ]
+    per_group = sorted({(level_key(t["levels"]), k.removeprefix("n:"), int(v)) for t in done
+                        for k, v in t["metrics"].items() if k.startswith("n:")})
+    if per_group:
+        lines += ["Held-out conversations per group in each trial: "
+                  + "; ".join(f"{lv}: {g} {n}" for lv, g, n in per_group)
+                  + " (a group's win rate is over its own conversations).", ""]
+    lines += ["## Results", ""]
     factor_names = list(levels)
     for metric in bench.metrics:
         lines += [f"### {metric}", "",
