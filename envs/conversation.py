@@ -124,6 +124,8 @@ class ConversationEnv(gym.Env):
       episode with that user (0: stable preferences).
     - ``inconsistent``: probability that a feedback is random instead of the user's own.
     - ``adversarial``: probability that a feedback is inverted (the user rewards what they dislike).
+    - ``group_tag``: show the user's group to the policy: the opening message starts with ``[group: NAME]``
+      (a group-conditioned policy, as in P-RLHF; the user's own request and feedback are unchanged).
     - ``render_mode``: ``None`` or ``"ansi"`` (returns the transcript).
     """
 
@@ -146,9 +148,12 @@ class ConversationEnv(gym.Env):
         drift: float = 0.0,
         inconsistent: float = 0.0,
         adversarial: float = 0.0,
+        group_tag: bool = False,
         render_mode: str | None = None,
     ) -> None:
         check_integer("max_turns", max_turns, 1)
+        if not isinstance(group_tag, bool):
+            raise ValueError(f"group_tag must be True or False, got {group_tag!r}")
         if feedback not in FEEDBACK_CHANNELS:
             raise ValueError(f"feedback must be one of {FEEDBACK_CHANNELS}, got {feedback!r}")
         if reward_mode not in REWARD_MODES:
@@ -189,6 +194,7 @@ class ConversationEnv(gym.Env):
         self.drift = drift
         self.inconsistent = inconsistent
         self.adversarial = adversarial
+        self.group_tag = group_tag
         self.render_mode = render_mode
         self.observation_space = spaces.Text(max_length=MAX_OBSERVATION_CHARS, min_length=0, charset=CHARSET)
         self.action_space = spaces.Text(max_length=MAX_REPLY_CHARS, min_length=0, charset=CHARSET)
@@ -228,7 +234,10 @@ class ConversationEnv(gym.Env):
             weights = np.clip(base + self.np_random.normal(0.0, self.drift, size=base.shape), -1.0, 1.0)
             self._drifted[user_id] = weights
         self._user = self.population.simulated_user(user_id, noise=self.noise, weights=weights)
-        self._messages = [{"role": "user", "content": self._user.ask(self._task)}]
+        opening = self._user.ask(self._task)
+        if self.group_tag:
+            opening = f"[group: {self._user.profile.group}] {opening}"
+        self._messages = [{"role": "user", "content": opening}]
         self._turn = 0
         self._unsatisfied = 0
         self._previous_reply = None

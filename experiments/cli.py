@@ -166,6 +166,34 @@ def sweep_command(
     _guarded(action, config, overrides, debug or bool(ctx.meta.get("attune.debug")))
 
 
+BENCHMARK_HELP = """Run a paper-style benchmark: its arms x factor levels x seeds as Ray Tune trials, and its table.
+
+NAME is a bundled benchmark (experiments/benchmarks/NAME.yaml, e.g. pluralistic) or a benchmark YAML file.
+--scale smoke runs the tiny random model in minutes (checks the pipeline); --scale paper the setting the
+benchmark's docs report (SmolLM2). Writes benchmark.md (mean, IQM and intervals per cell, the published
+figure, each shape claim held or not held with its numbers), benchmark.json and plots/benchmark.png into
+<runs_dir>/benchmark-NAME-SCALE/; every trial is a run folder under arms/<arm>/trials/.
+"""
+
+
+@app.command("benchmark", help=BENCHMARK_HELP)
+def benchmark_command(
+    ctx: typer.Context,
+    benchmark: str = typer.Argument(..., help="a bundled benchmark name (e.g. pluralistic) or a benchmark YAML file"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value set on every arm, e.g. tracking.runs_dir=out"),
+    scale: str = typer.Option("smoke", "--scale", help="smoke (tiny model, minutes) or paper (SmolLM2, hours)"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="run seeds 0..N-1 instead of the scale's seeds"),
+    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS",
+                                          help="an existing Ray cluster (ray://host:10001 or host:6379); default: local Ray"),
+    resume: bool = typer.Option(False, "--resume", help="continue a killed benchmark, keeping its finished trials"),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    from experiments.benchmark import main as benchmark_main
+
+    _guarded_call(lambda: benchmark_main(benchmark, overrides or [], scale, seeds, address, resume),
+                  debug or bool(ctx.meta.get("attune.debug")))
+
+
 def _one_line(exc: BaseException, limit: int = 600) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -192,12 +220,22 @@ def _guarded(action: Any, config: Path, overrides: Optional[list[str]], debug: b
     # As `python -m` does: modules in the current folder (your own rewards) can be named by dotted path.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
+
+    def load_and_act() -> None:
         from experiments.config import check_tracking, load_config
 
         experiment = load_config(config, overrides or [])
         check_tracking(experiment)  # before any run, variant or sweep writes its folders
         action(experiment)
+
+    _guarded_call(load_and_act, debug)
+
+
+def _guarded_call(action: Any, debug: bool = False) -> None:
+    """Run ``action()``: an error a user can fix is one line and exit code 2, any other error one line and exit
+    code 1; with ``--debug`` the full traceback instead."""
+    try:
+        action()
     except (typer.Exit, typer.Abort, typer.TyperException):
         raise
     except Exception as exc:

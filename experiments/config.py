@@ -142,6 +142,8 @@ class EnvSettings(_Section):
     drift: float = Field(0.0, ge=0.0, description="per-episode random walk of preference weights")
     inconsistent: float = Field(0.0, ge=0.0, le=1.0, description="probability of a random feedback")
     adversarial: float = Field(0.0, ge=0.0, le=1.0, description="probability of an inverted feedback")
+    group_tag: bool = Field(False, description="show the user's group to the policy (a group tag opens the "
+                            "conversation): a group-conditioned policy")
 
     @field_validator("module")
     @classmethod

@@ -326,8 +326,10 @@ def _start_ray(address: str | None, environment: dict[str, str]) -> bool:
 
 
 def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None = None, resume: bool = False,
-              console: Any = None) -> tuple[Path, list[dict[str, Any]]]:
+              console: Any = None, group: str | None = None) -> tuple[Path, list[dict[str, Any]]]:
     """Run (or ``resume``) the sweep of ``config``; returns its folder and the sorted results.
+
+    ``group`` names the trials' W&B group (their ``experiment``); default: the sweep's folder name.
 
     Raises :class:`TrialsFailed` after writing the results when any trial failed, :class:`ClusterError`
     when ``address`` names no usable cluster and :class:`ConfigError` for a bad sweep block.
@@ -354,7 +356,7 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(dump_config(config))
     base = config.model_dump(mode="json")
-    base["experiment"] = folder.name  # W&B group: one per sweep
+    base["experiment"] = group or folder.name  # W&B group: one per sweep (or the benchmark's)
     environment = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **offline.offline_environment()}
     for key in ("ATTUNE_CACHE_DIR", "XDG_CACHE_HOME"):
         if os.environ.get(key):

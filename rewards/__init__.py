@@ -44,6 +44,7 @@ REWARDS: dict[str, Any] = {
     "llm_judge": "rewards.judge:LLMJudge",
     "mixture": "rewards.mixture:Mixture",
     "user_mixture": "rewards.mixture:UserMixture",
+    "maxmin": "rewards.maxmin:maxmin",
 }
 
 

@@ -1,0 +1,150 @@
+"""`attune benchmark`: the maxmin reward, shape-claim evaluation and the table, and the pluralistic suite end to end."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from envs.population import UserPopulation
+from envs.scenarios import UserGroup
+from rewards import build_reward
+
+REPO = Path(__file__).resolve().parents[1]
+# Answers write-000 in its own sentences (relevance 1, see test_rewards.py): only brevity differs by group.
+REPLY_14_WORDS = "The project deadline moves to Friday: a supplier delay held back the new parts."
+REPLY_30_WORDS = ("Hi Sam, the project deadline moves to Friday because of a supplier delay. Testing starts on "
+                  "Monday and the release follows next week, so please plan your time around it.")
+
+
+def test_maxmin_is_the_worst_groups_utility():
+    # spread 0: every user's weights are the group centre. 14 words: brevity feature 1 / (1 + 14/30).
+    groups = [UserGroup("brief", 1.0, {"brevity": 1.0}, spread=0.0), UserGroup("verbose", 1.0, {"brevity": -1.0}, spread=0.0)]
+    population = UserPopulation("writing", n_users=8, seed=0, groups=groups)
+    brief_user = next(u.user_id for u in population.train_users if u.group == "brief")
+    reward = build_reward("maxmin", {"noise": 0.0}, population=population)
+    short, medium = reward(None, [REPLY_14_WORDS, REPLY_30_WORDS], user_id=[brief_user] * 2, task_id=["write-000"] * 2)
+    style = 2 / (1 + 14 / 30) - 1  # the brief group gains it, the verbose group loses it
+    assert short == pytest.approx(1.0 - style)  # min(1 + style, 1 - style)
+    assert medium == pytest.approx(1.0)  # 30 words: brevity 0.5, no group gains or loses
+    # the pooled reward of the same (brief) user is the better of the two groups here, not the worst
+    pooled = build_reward("user_feedback", {"channel": "expected_utility"}, population=population)
+    assert pooled(None, [REPLY_14_WORDS], user_id=[brief_user], task_id=["write-000"]) == [pytest.approx(1.0 + style)]
+
+
+def _cells(bench, table):
+    """Cells as aggregate() makes them, from {(arm, metric, level): [seed values]}."""
+    from experiments.benchmark import aggregate
+
+    trials = []
+    for (arm, metric, level), values in table.items():
+        for seed, value in enumerate(values):
+            trial = next((t for t in trials if t["arm"] == arm and t["levels"] == {"ratio": level} and t["seed"] == seed), None)
+            if trial is None:
+                trial = {"arm": arm, "levels": {"ratio": level}, "seed": seed, "status": "done", "metrics": {}}
+                trials.append(trial)
+            trial["metrics"][metric] = value
+    return aggregate(bench, trials, {"ratio": ["1:1", "10:1"]})
+
+
+def test_claims_are_decided_on_seed_means_with_their_numbers():
+    from experiments.benchmark import evaluate_claim, load_benchmark, render_markdown
+
+    bench = load_benchmark("pluralistic")
+    arms = [a.name for a in bench.arms]
+    table = {}
+    for arm in arms:
+        for level, (major, minor) in {"1:1": (0.6, 0.6), "10:1": (0.7, 0.4)}.items():
+            if arm == "maxmin":
+                major, minor = major - 0.05, minor + 0.2
+            table[(arm, "win_rate:majority", level)] = [major - 0.01, major + 0.01]
+            table[(arm, "win_rate:minority", level)] = [minor - 0.01, minor + 0.01]
+            table[(arm, "worst_group_win_rate", level)] = [min(major, minor)] * 2
+            table[(arm, "majority_minority_gap", level)] = [major - minor] * 2
+            table[(arm, "win_rate", level)] = [(major + minor) / 2] * 2
+    cells = _cells(bench, table)
+    levels = {"ratio": ["1:1", "10:1"]}
+    claims = {c.id: evaluate_claim(c, cells, levels) for c in bench.claims}
+    # pooled minority < majority where it is a minority (10:1; 4:1 was not run): 0.4 < 0.7
+    assert claims["pooled_fails_minority"]["status"] == "held"
+    assert "ratio=10:1" in claims["pooled_fails_minority"]["numbers"] and "1:1" not in claims["pooled_fails_minority"]["numbers"]
+    assert claims["pooled_gap_grows"]["status"] == "held"  # 0.0 -> 0.3
+    assert "1:1 +0.000 -> 10:1 +0.300" in claims["pooled_gap_grows"]["numbers"]
+    assert claims["maxmin_lifts_minority"]["status"] == "held"  # +0.20 >= 0.10
+    assert claims["maxmin_lifts_minority"]["values"]["left"] == pytest.approx(0.2)
+    assert claims["maxmin_majority_cost_smaller"]["status"] == "held"  # gains 0.20, costs 0.05
+    assert claims["maxmin_majority_cost_smaller"]["values"]["right"] == pytest.approx(0.05)
+    # equal worst-group win rates: "greater than" does not hold
+    assert claims["conditioned_beats_pooled_worst_group"]["status"] == "not held"
+    # a cell's mean, IQM and seeds
+    cell = next(c for c in cells if c["arm"] == "pooled" and c["metric"] == "win_rate:minority" and c["levels"]["ratio"] == "10:1")
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx(0.4) and cell["mean_ci_low"] < 0.4 < cell["mean_ci_high"]
+    result = {"scale": "smoke", "command": "attune benchmark pluralistic", "seeds": [0, 1], "levels": levels,
+              "model": "tiny-random", "seconds": 1.0, "eval_conversations": 24, "cells": cells,
+              "claims": list(claims.values()), "trials": []}
+    text = render_markdown(bench, result)
+    assert "| pooled | 10:1 | 0.400 [" in text
+    assert "4 of 5 held at this scale" in text and "| **not held** |" in text
+    assert "> 33 % win-rate improvement for the minority group" in text  # the published column
+
+
+def test_a_claim_with_missing_values_is_not_evaluated_and_bad_benchmarks_are_one_line(tmp_path):
+    from experiments.benchmark import evaluate_claim, load_benchmark
+    from experiments.config import ConfigError
+
+    bench = load_benchmark("pluralistic")
+    cells = _cells(bench, {("pooled", "win_rate:minority", "1:1"): [0.5, 0.5]})
+    claim = next(c for c in bench.claims if c.id == "maxmin_lifts_minority")
+    assert evaluate_claim(claim, cells, {"ratio": ["1:1", "10:1"]})["status"] == "not evaluated"
+    with pytest.raises(ConfigError, match="no such benchmark; bundled: .*pluralistic"):
+        load_benchmark("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbase: {}\narms: [{name: a}]\nmetrics: [accuracy]\n")
+    with pytest.raises(ConfigError, match="metrics: unknown metric 'accuracy'"):
+        load_benchmark(str(bad))
+
+
+@pytest.mark.slow
+def test_pluralistic_smoke_through_the_cli(attune_cli, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_TMPDIR": f"/tmp/ray-bench-{os.getpid()}"}
+    result = subprocess.run([attune_cli, "benchmark", "pluralistic", "--scale", "smoke", f"tracking.runs_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    folder = tmp_path / "benchmark-pluralistic-smoke"
+    data = json.loads((folder / "benchmark.json").read_text())
+    assert len(data["trials"]) == 4 * 2 * 2 and all(t["status"] == "done" for t in data["trials"])
+    assert all(Path(t["run_dir"], "eval.json").is_file() for t in data["trials"])
+    assert {c["id"] for c in data["claims"]} == {"pooled_fails_minority", "pooled_gap_grows", "maxmin_lifts_minority",
+                                                  "maxmin_majority_cost_smaller", "conditioned_beats_pooled_worst_group"}
+    for claim in data["claims"]:
+        assert claim["status"] in ("held", "not held"), claim
+        assert any(ch.isdigit() for ch in claim["numbers"])
+    text = (folder / "benchmark.md").read_text()
+    assert "## Shape claims" in text and "| published |" in text
+    assert (folder / "plots" / "benchmark.png").stat().st_size > 0
+
+
+def test_group_tag_shows_the_users_group_in_the_opening_message_only():
+    import gymnasium as gym
+
+    tagged = gym.make("attune/WritingAssistant-v1", group_tag=True).unwrapped
+    plain = gym.make("attune/WritingAssistant-v1").unwrapped
+    _, info = tagged.reset(seed=3)
+    _, plain_info = plain.reset(seed=3)
+    opening = info["messages"][0]["content"]
+    assert opening == f"[group: {info['group']}] " + plain_info["messages"][0]["content"]
+    # the user's judgement is the same: a tag is context for the policy, not a change of the user
+    assert tagged.step("A reply.")[1] == plain.step("A reply.")[1]
+
+
+def test_an_unknown_benchmark_is_one_line_and_exit_code_2():
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    result = CliRunner().invoke(app, ["benchmark", "nope", "--scale", "smoke"])
+    assert result.exit_code == 2
+    assert "config error: benchmark 'nope': no such benchmark; bundled:" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["benchmark", "pluralistic", "--scale", "huge"])
+    assert result.exit_code == 2 and "--scale: 'huge' is not a scale of benchmark pluralistic" in " ".join(result.output.split())
