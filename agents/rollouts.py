@@ -25,17 +25,21 @@ def prompt_key(messages: list[dict[str, str]]) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
 
-def build_prompt_dataset(env: gym.Env, n_prompts: int, seed: int) -> list[dict[str, Any]]:
+def build_prompt_dataset(env: gym.Env, n_prompts: int, seed: int,
+                         quotas: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """``n_prompts`` distinct opening turns from env resets seeded by ``seed``'s ``"prompt"`` stream, as TRL rows.
 
     Each row has ``prompt`` (chat messages), ``user_id``, ``task_id`` and ``group``. Prompts are unique,
-    so a multi-turn rollout can find a prompt's user and task from the prompt alone.
+    so a multi-turn rollout can find a prompt's user and task from the prompt alone. ``quotas`` (group ->
+    rows, summing to ``n_prompts``) keeps drawing until every group has its share, however rare it is.
     """
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
+    left = dict(quotas) if quotas is not None else None
     attempt = 0
+    limit = 50 * n_prompts * (max(1, len(left)) if left else 1)
     while len(rows) < n_prompts:
-        if attempt >= 50 * n_prompts:
+        if attempt >= limit:
             raise ValueError(
                 f"could only draw {len(rows)} distinct prompts of the {n_prompts} asked for; "
                 "lower the number of prompts or use more users"
@@ -43,9 +47,11 @@ def build_prompt_dataset(env: gym.Env, n_prompts: int, seed: int) -> list[dict[s
         _, info = env.reset(seed=derive_seed(seed, "prompt", attempt))
         attempt += 1
         key = prompt_key(info["messages"])
-        if key in seen:
+        if key in seen or (left is not None and left.get(info["group"], 0) <= 0):
             continue
         seen.add(key)
+        if left is not None:
+            left[info["group"]] -= 1
         rows.append(
             {"prompt": info["messages"], "user_id": info["user_id"], "task_id": info["task_id"], "group": info["group"]}
         )

@@ -255,6 +255,8 @@ class EvaluationSettings(_Section):
     noise_seeds: int = Field(
         0, ge=0, description="extra sampling seeds to re-score the base policy with: measures seed-to-seed noise"
     )
+    balance_groups: bool = Field(False, description="give every user group an equal share of the held-out "
+                                 "conversations (a rare group is measured on as many as the majority)")
     cache: bool = Field(True, description="reuse the base policy's evaluation from the attune cache when everything "
                         "it depends on is unchanged (model files, env, users, these settings, code)")
     curve_every: int = Field(

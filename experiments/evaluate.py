@@ -62,13 +62,22 @@ class EpisodeResult:
         return float(np.sum(self.rewards))
 
 
-def build_eval_set(env: Any, n_prompts: int, seed: int) -> list[dict[str, Any]]:
-    """Opening turns of held-out users; ``env`` must draw from the ``held_out`` split."""
+def build_eval_set(env: Any, n_prompts: int, seed: int, balance_groups: bool = False) -> list[dict[str, Any]]:
+    """Opening turns of held-out users; ``env`` must draw from the ``held_out`` split.
+
+    ``balance_groups`` gives every user group an equal share of the conversations (the first groups one
+    more where they do not divide evenly), so a 10:1 minority is measured on as many as the majority.
+    """
     from agents.rollouts import build_prompt_dataset
 
     if getattr(env, "split", "held_out") != "held_out":
         raise ValueError("evaluation must use an environment on the held-out split")
-    return build_prompt_dataset(env, n_prompts, seed=seed)
+    quotas = None
+    if balance_groups:
+        population = env.unwrapped.population
+        names = [g.name for g in population.groups if any(u.group == g.name for u in population.held_out_users)]
+        quotas = {name: n_prompts // len(names) + (i < n_prompts % len(names)) for i, name in enumerate(names)}
+    return build_prompt_dataset(env, n_prompts, seed=seed, quotas=quotas)
 
 
 def run_episodes(

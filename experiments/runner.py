@@ -138,7 +138,8 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
     exit_code = 1
     try:
         eval_env = make_env(config.env.id, split="held_out", **env_kwargs)
-        eval_rows = evaluate.build_eval_set(eval_env, config.evaluation.prompts, seed=config.evaluation.seed)
+        eval_rows = evaluate.build_eval_set(eval_env, config.evaluation.prompts, seed=config.evaluation.seed,
+                                             balance_groups=config.evaluation.balance_groups)
         settings = config.evaluation
         episode_options = dict(
             max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,

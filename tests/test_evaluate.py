@@ -187,3 +187,21 @@ def test_term_means_and_paired_term_changes_say_what_training_moved():
     assert changes["relevance"]["ci95"] == 0.0  # every pair moved by exactly +1
     assert abs(changes["brevity"]["change"] - (-0.1 / 3)) < 1e-12
     assert changes["brevity"]["n"] == 3
+
+
+def test_a_balanced_evaluation_set_measures_a_rare_group_as_often_as_the_majority():
+    from collections import Counter
+
+    from agents.rollouts import make_env
+    from envs.population import UserPopulation
+    from envs.scenarios import UserGroup
+
+    groups = [UserGroup("majority", 10.0, {"brevity": 1.0}, spread=0.0), UserGroup("minority", 1.0, {"brevity": -1.0}, spread=0.0)]
+    population = UserPopulation("writing", n_users=110, seed=0, groups=groups)
+    env = make_env("attune/WritingAssistant-v1", population=population, split="held_out")
+    drawn = Counter(r["group"] for r in evaluate.build_eval_set(env, 24, seed=1))
+    assert drawn["minority"] < 8  # at random a 10:1 minority gets about 2 of 24
+    balanced = evaluate.build_eval_set(env, 24, seed=1, balance_groups=True)
+    assert Counter(r["group"] for r in balanced) == {"majority": 12, "minority": 12}
+    assert len({r["user_id"] + r["task_id"] for r in balanced}) == 24
+    assert evaluate.build_eval_set(env, 24, seed=1, balance_groups=True) == balanced  # reproducible
