@@ -29,7 +29,7 @@ def test_maxmin_is_the_worst_groups_utility():
     assert short == pytest.approx(1.0 - style)  # min(1 + style, 1 - style)
     assert medium == pytest.approx(1.0)  # 30 words: brevity 0.5, no group gains or loses
     # the pooled reward of the same (brief) user is the better of the two groups here, not the worst
-    pooled = build_reward("user_feedback", {"channel": "expected_utility"}, population=population)
+    pooled = build_reward("user_feedback", {"feedback": "expected_utility"}, population=population)
     assert pooled(None, [REPLY_14_WORDS], user_id=[brief_user], task_id=["write-000"]) == [pytest.approx(1.0 + style)]
 
 
