@@ -45,6 +45,6 @@ def train(job: TrainingJob) -> Any:
 
 
 METHOD = MethodSpec(
-    name="online_dpo", description="online DPO (TRL's OnlineDPOTrainer): the rewards judge pairs of fresh samples",
+    name="online_dpo", description="online DPO (TRL's OnlineDPOTrainer): the rewards (by default the users) pick between two fresh replies",
     train=train, check_trainer=check_settings, trainer_defaults=DEFAULT_SETTINGS, resumable=True,
 )

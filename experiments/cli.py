@@ -67,6 +67,17 @@ def run_help() -> str:
     ])
 
 
+def method_table() -> str:
+    """The registered methods as a Markdown table (docs/architecture.md holds a copy that a test keeps current)."""
+    import agents
+
+    lines = ["| method | kind | multi-turn | resumable | what it does |", "| --- | --- | --- | --- | --- |"]
+    for method in agents.methods():
+        flags = ["yes" if flag else "no" for flag in (method.multi_turn, method.resumable)]
+        lines.append(f"| `{method.name}` | {method.kind} | {' | '.join(flags)} | {method.description} |")
+    return "\n".join(lines)
+
+
 class _GeneratedHelpCommand(TyperCommand):
     """A command whose help text is built only when asked for (it imports every method to describe it)."""
 
