@@ -53,8 +53,8 @@ class TrainingJob:
     log: Any = None
     """``log(metrics: dict)``: record method-specific metrics (e.g. per DPO round) in the run."""
     method_settings: Any = dataclasses.field(default_factory=dict)
-    """The config's ``method_settings:`` (the method's validated ``Settings``, or a mapping that its
-    ``Settings.of`` validates), for what a method decides outside its TRL config."""
+    """The config's ``method_settings:`` (validated by the method's ``settings`` model, or a mapping that its
+    ``settings.of`` validates), for what a method decides outside its TRL config."""
     callbacks: list[Any] = dataclasses.field(default_factory=list)
     after_init: list[Any] = dataclasses.field(default_factory=list)
     """Functions called with the TRL trainer once it is built (e.g. to swap its progress bar)."""
