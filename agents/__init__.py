@@ -1,48 +1,33 @@
-"""Policies and training methods. One file per method, looked up in :data:`METHODS` by the config's ``method``.
+"""Policies and training methods: one file per method, all of them in one registry, :data:`METHODS`.
 
-A method module exposes:
+A method is anything with the shape of :class:`Method` (most are a :class:`MethodSpec`, a few lines at the
+bottom of their file): a ``name``, a one-line ``description``, its typed ``settings`` (``method_settings:``),
+what it can do (``multi_turn``, ``resumable``, ``uses_prompts``) and a ``train(job)``. Its ``kind`` says
+which job it gets:
 
-- ``train(job)``: takes a :class:`TrainingJob` (the policy, the users' environment, the reward functions,
-  the trainer settings) and returns the trained model or a :class:`TrainedPolicy`;
-- ``check_settings(settings, output_dir, seed)``: validates the ``trainer:`` settings;
-- ``MULTI_TURN`` and ``RESUMABLE``: whether it trains on whole conversations and can continue from a
-  checkpoint (the runner refuses the config otherwise, before anything slow);
-- optionally ``Settings``: a :class:`MethodSettings` subclass, the typed ``method_settings:`` of the
-  method (field types, bounds, defaults and descriptions; a bad value is a one-line config error).
+- ``"llm"``: adapts the policy LLM on the conversation environments; ``train`` takes a :class:`TrainingJob`
+  and returns the trained model or a :class:`TrainedPolicy`; the runner evaluates it before and after.
+- ``"baseline"``: a classic RL baseline acting on the discrete response-style variants; ``train`` takes a
+  :class:`BaselineJob` and returns its held-out evaluation against a uniformly random policy.
+
+The config's ``method:`` field, ``attune run --help`` and the runner all read :data:`METHODS`. A method of
+your own: :func:`register_method` it in your module, and name it in the config as
+``method: your_module:name`` (the module is imported first, as for rewards).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-METHODS: dict[str, str] = {
-    "grpo": "agents.grpo",
-    "rloo": "agents.rloo",
-    "ppo": "agents.ppo",
-    "dpo": "agents.dpo",
-    "online_dpo": "agents.online_dpo",
-    "sft": "agents.sft",
-    "prompting": "agents.prompting",
-}
-"""The LLM training methods: name -> module (``train(job)``, ``check_settings``, ``Settings``, capabilities)."""
-
-BASELINES: dict[str, str] = {
-    "linucb": "agents.bandit:LinUCBSettings",
-    "rllib_ppo": "agents.rllib:RLlibSettings",
-    "rllib_dqn": "agents.rllib:RLlibSettings",
-}
-"""The classic baselines on the discrete variants: name -> their ``method_settings`` model."""
-
-
-def method_names() -> tuple[str, ...]:
-    """Every name ``method:`` accepts: the LLM methods, then the classic baselines."""
-    return (*METHODS, *BASELINES)
+MethodKind = Literal["llm", "baseline"]
 
 
 @dataclasses.dataclass
@@ -68,8 +53,8 @@ class TrainingJob:
     log: Any = None
     """``log(metrics: dict)``: record method-specific metrics (e.g. per DPO round) in the run."""
     method_settings: Any = dataclasses.field(default_factory=dict)
-    """The config's ``method_settings:`` (the method's validated ``Settings``, or a mapping that its
-    ``Settings.of`` validates), for what a method decides outside its TRL config."""
+    """The config's ``method_settings:`` (validated by the method's ``settings`` model, or a mapping that its
+    ``settings.of`` validates), for what a method decides outside its TRL config."""
     callbacks: list[Any] = dataclasses.field(default_factory=list)
     after_init: list[Any] = dataclasses.field(default_factory=list)
     """Functions called with the TRL trainer once it is built (e.g. to swap its progress bar)."""
@@ -200,11 +185,6 @@ class MethodSettings(BaseModel):
         return _validate_settings(cls, settings)
 
 
-def method_options(method: ModuleType, settings: Any) -> MethodSettings:
-    """A method's validated ``method_settings`` (its ``Settings`` model; a method without one takes none)."""
-    return _validate_settings(getattr(method, "Settings", MethodSettings), settings)
-
-
 def _validate_settings(model: type[MethodSettings], settings: Any) -> MethodSettings:
     if isinstance(settings, model):
         return settings
@@ -224,10 +204,175 @@ def _validate_settings(model: type[MethodSettings], settings: Any) -> MethodSett
         raise TrainerSettingsError(f"method_settings.{field}: {message} (got {error.get('input')!r})") from None
 
 
-def describe_settings(method: ModuleType | type[MethodSettings]) -> str:
-    """``name=default (description)`` for each of a method's ``method_settings`` (a method module or its
-    settings model), for help texts."""
-    model = method if isinstance(method, type) else getattr(method, "Settings", MethodSettings)
+
+@dataclasses.dataclass
+class BaselineJob:
+    """Everything a ``kind="baseline"`` method needs, built by ``experiments.baselines`` from the config."""
+
+    env_config: dict[str, Any]
+    """The :class:`~envs.discrete.DiscreteStyleEnv` config: ``scenario``, ``n_users``, ``population_seed``,
+    ``noise``, ``feedback`` (no ``split``: train on ``train``, evaluate on ``held_out``)."""
+    seed: int
+    method_settings: Any
+    """The method's validated ``settings`` (or a mapping its ``settings.of`` validates)."""
+    output_dir: Path
+    """The run folder: the method may write its own files under it."""
+    log: Callable[[dict[str, float], int], None] = lambda metrics, step: None
+    """``log(metrics, step)``: training metrics (reward, regret, ...) into ``metrics.jsonl`` and W&B."""
+    local_ray: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    """A context manager that keeps a local Ray running inside it (the runner's offline one), for Ray users."""
+
+
+@runtime_checkable
+class Method(Protocol):
+    """One training method or baseline, as the registry holds it (torchtune's recipe protocol, in spirit).
+
+    :class:`MethodSpec` is the ready-made implementation; any object with these members will do.
+    """
+
+    name: str
+    """What the config's ``method:`` calls it: letters, digits and ``_``."""
+    description: str
+    """One line for ``attune run --help`` and the docs."""
+    kind: MethodKind
+    """``"llm"``: ``train(TrainingJob)`` adapts the policy LLM on a conversation env and returns the model or a
+    :class:`TrainedPolicy`. ``"baseline"``: ``train(BaselineJob)`` learns on a discrete variant and returns
+    ``{"policy": summary, "random": summary}`` on held-out users (or None), each summary holding
+    ``mean_reward``, ``mean_regret``, ``oracle_action_rate`` (see :func:`agents.discrete_eval.summarize`)."""
+    settings: type[MethodSettings]
+    """The typed ``method_settings:`` (``MethodSettings`` itself: it takes none)."""
+    multi_turn: bool
+    """Trains on (or serves) conversations of several turns; otherwise ``env.max_turns`` must be 1."""
+    resumable: bool
+    """Continues from a checkpoint with ``resume=true``."""
+    uses_prompts: bool
+    """Draws ``prompts`` training prompts from env resets of the training users (checked before the run)."""
+    trainer_defaults: Mapping[str, Any]
+    """attune's defaults for its TRL config (shown in the help; ``trainer:`` overrides them)."""
+
+    def check_trainer_settings(self, settings: dict[str, Any], output_dir: Path, seed: int) -> None:
+        """Raise :class:`TrainerSettingsError` for ``trainer:`` settings the method cannot take."""
+        ...
+
+    def train(self, job: Any) -> Any:
+        """Train on a :class:`TrainingJob` (``kind="llm"``) or a :class:`BaselineJob` (``kind="baseline"``)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """A :class:`Method` from its parts; each method file ends with one, e.g.
+    ``METHOD = MethodSpec(name="grpo", description=..., train=train, multi_turn=True, ...)``."""
+
+    name: str
+    description: str
+    train: Callable[[Any], Any]
+    kind: MethodKind = "llm"
+    settings: type[MethodSettings] = MethodSettings
+    multi_turn: bool = False
+    resumable: bool = False
+    uses_prompts: bool = True
+    trainer_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    check_trainer: Callable[[dict[str, Any], Path, int], None] | None = None
+    """Validates ``trainer:`` (usually by building the TRL config); without one, ``trainer:`` must be empty."""
+
+    def check_trainer_settings(self, settings: dict[str, Any], output_dir: Path, seed: int) -> None:
+        if self.check_trainer is not None:
+            self.check_trainer(settings, output_dir, seed)
+        elif settings:
+            raise TrainerSettingsError(f"trainer.{next(iter(settings))}: method {self.name} takes no trainer "
+                                       "settings; remove the trainer: block")
+
+
+METHODS: dict[str, Method | str] = {
+    "grpo": "agents.grpo:METHOD",
+    "rloo": "agents.rloo:METHOD",
+    "ppo": "agents.ppo:METHOD",
+    "dpo": "agents.dpo:METHOD",
+    "online_dpo": "agents.online_dpo:METHOD",
+    "sft": "agents.sft:METHOD",
+    "prompting": "agents.prompting:METHOD",
+    "linucb": "agents.bandit:METHOD",
+    "rllib_ppo": "agents.rllib:PPO_METHOD",
+    "rllib_dqn": "agents.rllib:DQN_METHOD",
+}
+"""Every method ``method:`` accepts, LLM methods and baselines alike: name -> the :class:`Method`, or where it
+lives (``"module:attribute"``, imported when first asked for, so listing names imports nothing)."""
+
+_METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class MethodLookupError(ValueError):
+    """A ``method:`` that names no registered method and no importable one."""
+
+
+def register_method(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS` under its name (a name registered before is replaced); returns it.
+
+    Call it at the top level of your module, then name the method as ``method: your_module:name``.
+    """
+    if not isinstance(method, Method):
+        missing = [m for m in _protocol_members() if not hasattr(method, m)]
+        raise TypeError(f"register_method: {method!r} is not a Method; it lacks {', '.join(missing)}")
+    if not _METHOD_NAME.fullmatch(method.name):
+        raise ValueError(f"register_method: method name {method.name!r}: use letters, digits and _ only")
+    if method.kind not in ("llm", "baseline"):
+        raise ValueError(f"register_method: method {method.name}: kind must be 'llm' or 'baseline', got {method.kind!r}")
+    METHODS[method.name] = method
+    return method
+
+
+def _protocol_members() -> list[str]:
+    return [*Method.__annotations__, "check_trainer_settings", "train"]
+
+
+def method_names() -> tuple[str, ...]:
+    """Every name ``method:`` accepts, in registration order (the LLM methods, then the baselines)."""
+    return tuple(METHODS)
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``: a key of :data:`METHODS`, or ``package.module:name`` (that module is
+    imported; ``name`` is an attribute of it, or a method it registered)."""
+    entry = METHODS.get(name)
+    if isinstance(entry, str):
+        module_name, _, attr = entry.partition(":")
+        entry = METHODS[name] = getattr(importlib.import_module(module_name), attr)
+    if entry is not None:
+        return entry
+    if ":" not in name:
+        raise MethodLookupError(f"unknown method {name!r}; available: {', '.join(METHODS)}; or your own as "
+                                "'package.module:name'")
+    module_name, _, attr = name.partition(":")
+    if not module_name or not _METHOD_NAME.fullmatch(attr):
+        raise MethodLookupError(f"{name!r}: give your own method as 'package.module:name'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - ImportError, a syntax error or the module's own code: one line
+        raise MethodLookupError(f"cannot import {module_name!r} for method {name!r}: {type(exc).__name__}: {exc}") from None
+    method = getattr(module, attr, None)
+    if method is None and isinstance(METHODS.get(attr), Method):  # the module registered it on import
+        method = METHODS[attr]
+    if not isinstance(method, Method):
+        raise MethodLookupError(f"no method {attr!r} in module {module_name!r} (a Method such as agents.MethodSpec, "
+                                "as a module attribute or registered with agents.register_method)")
+    return method
+
+
+def methods() -> list[Method]:
+    """Every registered method (importing the lazily registered ones)."""
+    return [get_method(name) for name in METHODS]
+
+
+def method_options(method: Method, settings: Any) -> MethodSettings:
+    """A method's validated ``method_settings`` (its ``settings`` model)."""
+    return _validate_settings(method.settings, settings)
+
+
+def describe_settings(method: Method | type[MethodSettings]) -> str:
+    """``name=default (description)`` for each of a method's ``method_settings`` (a method or its settings
+    model), for help texts."""
+    model = method if isinstance(method, type) else method.settings
     parts = []
     for name, field in model.model_fields.items():
         text = f"{name}={field.default!r}"
@@ -237,7 +382,10 @@ def describe_settings(method: ModuleType | type[MethodSettings]) -> str:
     return "; ".join(parts) or "none"
 
 
-def get_method(name: str) -> ModuleType:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
-    return importlib.import_module(METHODS[name])
+def describe_method(method: Method) -> str:
+    """One paragraph for ``attune run --help``: what it is, what it can do, its settings and trainer defaults."""
+    can = [label for flag, label in ((method.multi_turn, "multi-turn"), (method.resumable, "resumable")) if flag]
+    where = "discrete variants" if method.kind == "baseline" else "conversation envs"
+    text = f"{method.name} ({', '.join([where, *can])}): {method.description}. method_settings: {describe_settings(method)}"
+    defaults = ", ".join(f"{k}={v}" for k, v in method.trainer_defaults.items())
+    return text + (f"; trainer defaults: {defaults}" if defaults else "")

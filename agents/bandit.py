@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from agents import MethodSettings
+from agents import BaselineJob, MethodSettings, MethodSpec
 from agents.discrete_eval import make_discrete_env, play, summarize
 
 __all__ = [
+    "METHOD",
     "LinUCB",
     "LinUCBSettings",
     "run_linucb",
@@ -207,3 +208,24 @@ def run_linucb(
             ),
         }
     return result
+
+
+def train(job: BaselineJob) -> dict[str, Any] | None:
+    """``method: linucb``: learn on the job's training users, logging reward and regret in 20 chunks."""
+    options = LinUCBSettings.of(job.method_settings)
+    result = run_linucb(dict(job.env_config), episodes=options.episodes, alpha=options.alpha, seed=job.seed,
+                        eval_episodes=options.eval_episodes)
+    trained, random = result["linucb"], result["random"]
+    chunk = max(1, len(trained["rewards"]) // 20)
+    for end in range(chunk, len(trained["rewards"]) + 1, chunk):
+        window = slice(end - chunk, end)
+        job.log({"reward": sum(trained["rewards"][window]) / chunk, "regret": sum(trained["regrets"][window]) / chunk,
+                 "random_regret": sum(random["regrets"][window]) / chunk}, end)
+    held_out = result.get("held_out")
+    return {"policy": held_out["linucb"], "random": held_out["random"]} if held_out else None
+
+
+METHOD = MethodSpec(
+    name="linucb", kind="baseline", description="LinUCB contextual bandit over the eight response styles",
+    train=train, settings=LinUCBSettings,
+)

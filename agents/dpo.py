@@ -17,14 +17,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from agents import MethodSettings, TrainingJob, build_trl_config, finish_trainer_setup
+from agents import MethodSettings, MethodSpec, TrainingJob, build_trl_config, finish_trainer_setup
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset, make_env
 from envs.seeding import derive_seed
 from rewards.combine import reward_matrix, weighted_sum
 
-MULTI_TURN = False
-RESUMABLE = False  # several trainers, one per round
 # Measured on the quickstart users (SmolLM2, one seed, 32 held-out conversations): 2 rounds of 64 pairs,
 # 8 steps each at 5e-5 with the SFT term on the chosen reply (RPO) gained +0.14 (base seed-to-seed sd
 # 0.05); plain sigmoid DPO at 2e-5 on 32 pairs a round did not move (-0.04).
@@ -152,3 +150,10 @@ def train(job: TrainingJob) -> Any:
         trainer.train()
         model, peft_config = trainer.model, None  # later rounds continue the same (possibly LoRA) model
     return model
+
+
+METHOD = MethodSpec(
+    name="dpo", description="iterative DPO (TRL's DPOTrainer) on the users' own pairwise choices between sampled replies",
+    train=train, check_trainer=check_settings, settings=Settings, trainer_defaults=DEFAULT_SETTINGS,
+    resumable=False,  # several trainers, one per round
+)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agents import TrainingJob, build_trl_config, train_reward_trainer
+from agents import MethodSpec, TrainingJob, build_trl_config, train_reward_trainer
 from agents.rollouts import build_prompt_dataset, make_env, make_multi_turn_rollout
 
 # attune's defaults for a CPU-sized run; anything under `trainer:` in the config overrides them.
-MULTI_TURN = True
-RESUMABLE = True
 # The quickstart's settings, measured on its users (SmolLM2, one seed, 32 held-out conversations): GRPO
 # +0.50, RLOO +0.79 held-out utility in 16 steps (base seed-to-seed sd 0.05).
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -52,3 +50,9 @@ def train(job: TrainingJob) -> Any:
         )
     args = trainer_config(job.trainer_settings, job.output_dir, job.seed)
     return train_reward_trainer(GRPOTrainer, args, job, rows, rollout_func=rollout_func)
+
+
+METHOD = MethodSpec(
+    name="grpo", description="GRPO (TRL's GRPOTrainer) on the users' feedback; whole conversations through rollout_func",
+    train=train, check_trainer=check_settings, trainer_defaults=DEFAULT_SETTINGS, multi_turn=True, resumable=True,
+)

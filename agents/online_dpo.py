@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agents import TrainingJob, build_trl_config, train_reward_trainer
+from agents import MethodSpec, TrainingJob, build_trl_config, train_reward_trainer
 from agents.rollouts import build_prompt_dataset, make_env
 
-MULTI_TURN = False
-RESUMABLE = True
 # Measured on the quickstart users (SmolLM2, one seed, 32 held-out conversations): 6 steps at 1e-5 gained
 # +0.12 (base seed-to-seed sd 0.05); 5e-5 lowered relevance and lost 0.57. A step takes ~50 s on one core.
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -44,3 +42,9 @@ def train(job: TrainingJob) -> Any:
 
     rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.n_prompts, seed=job.seed)
     return train_reward_trainer(OnlineDPOTrainer, trainer_config(job.trainer_settings, job.output_dir, job.seed), job, rows)
+
+
+METHOD = MethodSpec(
+    name="online_dpo", description="online DPO (TRL's OnlineDPOTrainer): the rewards (by default the users) pick between two fresh replies",
+    train=train, check_trainer=check_settings, trainer_defaults=DEFAULT_SETTINGS, resumable=True,
+)

@@ -20,14 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents import TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from agents import MethodSpec, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
 from agents.policy import chat_prompt_ids, left_pad
 from agents.rollouts import build_prompt_dataset, make_env
 from envs.seeding import derive_seed, torch_seeded
 from rewards.combine import reward_matrix, weighted_sum
-
-MULTI_TURN = False
-RESUMABLE = False  # TRL 1.12's PPOTrainer cannot resume from a checkpoint
 
 # attune's defaults for a CPU-sized run; anything under `trainer:` in the config overrides them.
 # `max_steps` counts PPO updates (one rollout batch each); it becomes PPOConfig.total_episodes.
@@ -228,3 +225,10 @@ def _left_padder(tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, t
         return {"input_ids": left_pad(tokenizer, [f["input_ids"] for f in features])["input_ids"]}
 
     return collate
+
+
+METHOD = MethodSpec(
+    name="ppo", description="PPO (TRL's PPOTrainer) with a value head; the rewards wrapped as its reward model",
+    train=train, check_trainer=check_settings, trainer_defaults=DEFAULT_SETTINGS,
+    resumable=False,  # TRL 1.12's PPOTrainer cannot resume from a checkpoint
+)

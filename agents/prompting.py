@@ -17,11 +17,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from agents import MethodSettings, TrainedPolicy, TrainerSettingsError, TrainingJob
+from agents import MethodSettings, MethodSpec, TrainedPolicy, TrainerSettingsError, TrainingJob
 
-MULTI_TURN = True  # nothing to train; evaluation conversations of any length get the system prompt
-RESUMABLE = False
-DEFAULT_SETTINGS: dict[str, Any] = {}
 
 
 class Settings(MethodSettings):
@@ -90,3 +87,11 @@ def train(job: TrainingJob) -> TrainedPolicy:
         save_model=False,
         extras={"prompting.json": {**options.model_dump(), "example_user": example_user, "example_system_prompt": example}},
     )
+
+
+METHOD = MethodSpec(
+    name="prompting", description="no training: the user's stated preferences and own past texts go into the system prompt",
+    train=train, check_trainer=check_settings, settings=Settings,
+    multi_turn=True,  # nothing to train; evaluation conversations of any length get the system prompt
+    uses_prompts=False,
+)

@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -23,10 +24,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from agents import MethodSettings
+from agents import BaselineJob, MethodSettings, MethodSpec
 from agents.discrete_eval import make_discrete_env, play, summarize
 
-__all__ = ["ALGORITHMS", "ENV_NAME", "RLlibSettings", "train_rllib"]
+__all__ = ["ALGORITHMS", "DQN_METHOD", "ENV_NAME", "PPO_METHOD", "RLlibSettings", "train_rllib"]
 
 ALGORITHMS: tuple[str, ...] = ("ppo", "dqn")
 ENV_NAME = "attune-discrete"
@@ -306,3 +307,27 @@ def train_rllib(
     result["per_iteration"] = per_iteration
     result["time_s"] = time.perf_counter() - started
     return result
+
+
+def train(job: BaselineJob, algorithm: str) -> dict[str, Any] | None:
+    """``method: rllib_<algorithm>``: train in the job's local Ray, then log each iteration's means."""
+    options = RLlibSettings.of(job.method_settings)
+    env_config = dict(job.env_config)
+    with job.local_ray():
+        result = train_rllib(algorithm, scenario=env_config.pop("scenario"), iterations=options.iterations,
+                             seed=job.seed, env_config=env_config, eval_episodes=options.eval_episodes,
+                             hidden=tuple(options.hidden), lr=options.lr, train_batch_size=options.train_batch_size,
+                             results_dir=str(job.output_dir / "rllib"))
+    for row in result["per_iteration"]:
+        job.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, int(row["iteration"]))
+    return result.get("held_out")
+
+
+PPO_METHOD = MethodSpec(
+    name="rllib_ppo", kind="baseline", description="RLlib PPO, an MLP policy over the users' visible cues",
+    train=functools.partial(train, algorithm="ppo"), settings=RLlibSettings,
+)
+DQN_METHOD = MethodSpec(
+    name="rllib_dqn", kind="baseline", description="RLlib DQN, an MLP Q-network over the users' visible cues",
+    train=functools.partial(train, algorithm="dqn"), settings=RLlibSettings,
+)

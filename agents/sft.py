@@ -14,11 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from agents import MethodSettings, TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from agents import MethodSettings, MethodSpec, TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
 from envs.seeding import derive_seed, torch_seeded
 
-MULTI_TURN = True  # trains on the users' texts; the adapters then serve conversations of any length
-RESUMABLE = False  # several trainers, one per adapter
 DEFAULT_SETTINGS: dict[str, Any] = {
     "max_steps": 10,
     "per_device_train_batch_size": 4,
@@ -83,3 +81,12 @@ def train(job: TrainingJob) -> TrainedPolicy:
             job.log({"sft/adapter": k + 1, "sft/examples": float(len(user_texts(users)))})
     return TrainedPolicy(model, adapter_for=lambda user_id: owner[user_id],
                          extras={"adapters.json": {"per": per, "user_to_adapter": owner}})
+
+
+METHOD = MethodSpec(
+    name="sft", description="SFT on the users' own texts: one LoRA adapter per preference group or per user",
+    train=train, check_trainer=check_settings, settings=Settings, trainer_defaults=DEFAULT_SETTINGS,
+    multi_turn=True,  # trains on the users' texts; the adapters then serve conversations of any length
+    resumable=False,  # several trainers, one per adapter
+    uses_prompts=False,
+)

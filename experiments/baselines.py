@@ -1,30 +1,22 @@
-"""Classic baselines on the discrete-action variants: LinUCB (ours) and RLlib PPO / DQN, run like any experiment.
+"""The harness of the classic baselines (``kind="baseline"`` methods in :data:`agents.METHODS`), run like any experiment.
 
-``method: linucb | rllib_ppo | rllib_dqn`` with ``env.id: attune/<Name>Discrete-v1``. The run folder gets
-the resolved config, ``metrics.jsonl`` (reward and regret against the oracle best style as training goes),
-``eval.json`` (held-out users: the learned policy acting greedily vs. a uniformly random policy on the
-same episodes) and a W&B run; so they also run through ``attune sweep`` and ``attune run`` variants.
-``method_settings``: linucb: ``episodes``, ``alpha``, ``eval_episodes``; rllib_*: ``iterations``,
-``eval_episodes``, ``lr``, ``train_batch_size``, ``hidden``.
+``method: linucb | rllib_ppo | rllib_dqn`` (or a baseline of your own) with ``env.id: attune/<Name>Discrete-v1``.
+The run folder gets the resolved config, ``metrics.jsonl`` (what the method logs as it trains, e.g. reward and
+regret against the oracle best style), ``eval.json`` (held-out users: the learned policy acting greedily vs. a
+uniformly random policy on the same episodes) and a W&B run; so they also run through ``attune sweep`` and
+``attune run`` variants. Each baseline's ``method_settings`` are listed by ``attune run --help``.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agents import BASELINES
+import agents
 from experiments.config import ConfigError, ExperimentConfig
-
-BASELINE_METHODS: tuple[str, ...] = tuple(BASELINES)
-
-
-def settings_model(method: str) -> Any:
-    """The typed ``method_settings`` model of a baseline."""
-    module, _, name = BASELINES[method].partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def env_config(config: ExperimentConfig) -> dict[str, Any]:
@@ -42,9 +34,10 @@ def env_config(config: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def _start_offline_ray() -> bool:
-    """Start the local Ray RLlib trains on the offline way (loopback, no usage report, no cloud probes),
-    unless one is running already; True if this call started it."""
+@contextlib.contextmanager
+def _offline_ray() -> Iterator[None]:
+    """The local Ray a baseline trains in, started the offline way (loopback, no usage report, no cloud probes)
+    unless one is running already; shut down after if this started it."""
     import os
 
     import ray
@@ -52,10 +45,14 @@ def _start_offline_ray() -> bool:
     from experiments import offline
 
     if ray.is_initialized():
-        return False
+        yield
+        return
     offline.start_local_ray(os.environ.get("RAY_TMPDIR") or f"/tmp/ray-{os.getuid()}", num_cpus=2,
                             log_to_driver=False)
-    return True
+    try:
+        yield
+    finally:
+        ray.shutdown()  # never `ray stop`: it would end every Ray process on the machine
 
 
 def prepare(config: ExperimentConfig) -> Any:
@@ -63,17 +60,16 @@ def prepare(config: ExperimentConfig) -> Any:
 
     Raises :class:`ConfigError`, before anything is written.
     """
-    from agents import TrainerSettingsError
-
+    model = agents.get_method(config.method).settings
     try:
-        options = settings_model(config.method).of(config.method_settings)
-    except TrainerSettingsError as exc:
+        options = model.of(config.method_settings)
+    except agents.TrainerSettingsError as exc:
         raise ConfigError(str(exc).replace("this method", f"method {config.method!r}")) from None
     ignored = {
         "resume": (config.resume, "baselines train in one go; remove resume"),
         "checkpoint_every": (config.checkpoint_every, "baselines save no checkpoints; remove checkpoint_every"),
         "trainer": (config.trainer, "TRL trainer settings do not apply; a baseline's settings go under "
-                                    "method_settings (" + ", ".join(settings_model(config.method).model_fields) + ")"),
+                                    "method_settings (" + ", ".join(model.model_fields) + ")"),
         "rewards": ([s.model_dump() for s in config.rewards] != [{"name": "user_feedback", "weight": 1.0, "params": {}}],
                     "baselines learn from the environment's own feedback (env.feedback); remove rewards"),
         "policy.lora": (config.policy.lora is not None, "baselines have no LLM policy; remove policy.lora"),
@@ -101,37 +97,10 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
     started = time.perf_counter()
     exit_code = 1
     try:
-        if config.method == "linucb":
-            from agents.bandit import run_linucb
-
-            result = run_linucb({**settings}, episodes=options.episodes, alpha=options.alpha,
-                                seed=config.seed, eval_episodes=options.eval_episodes)
-            train, chunk = result["linucb"], max(1, len(result["linucb"]["rewards"]) // 20)
-            for end in range(chunk, len(train["rewards"]) + 1, chunk):
-                window = slice(end - chunk, end)
-                tracker.log({"reward": sum(train["rewards"][window]) / chunk, "regret": sum(train["regrets"][window]) / chunk,
-                             "random_regret": sum(result["random"]["regrets"][window]) / chunk}, step=end)
-            held_out = result.get("held_out", {})
-            policy, random = held_out.get("linucb"), held_out.get("random")
-        else:
-            from agents.rllib import train_rllib
-
-            own_ray = _start_offline_ray()
-            try:
-                result = train_rllib(config.method.removeprefix("rllib_"), scenario=settings.pop("scenario"),
-                                     iterations=options.iterations, seed=config.seed, env_config=settings,
-                                     eval_episodes=options.eval_episodes, hidden=tuple(options.hidden),
-                                     lr=options.lr, train_batch_size=options.train_batch_size,
-                                     results_dir=str(run_dir / "rllib"))
-            finally:
-                if own_ray:
-                    import ray
-
-                    ray.shutdown()  # never `ray stop`: it would end every Ray process on the machine
-            for row in result["per_iteration"]:
-                tracker.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=int(row["iteration"]))
-            held_out = result.get("held_out", {})
-            policy, random = held_out.get("policy"), held_out.get("random")
+        job = agents.BaselineJob(env_config=settings, seed=config.seed, method_settings=options, output_dir=run_dir,
+                                 log=lambda metrics, step: tracker.log(metrics, step=step), local_ray=_offline_ray)
+        held_out = agents.get_method(config.method).train(job) or {}
+        policy, random = held_out.get("policy"), held_out.get("random")
         report: dict[str, Any] = {"run_dir": str(run_dir), "method": config.method, "env": config.env.id,
                                   "train_seconds": time.perf_counter() - started}
         if policy is not None and random is not None:
@@ -139,7 +108,8 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
             report |= {
                 "held_out_reward": policy["mean_reward"], "held_out_regret": policy["mean_regret"],
                 "random_reward": random["mean_reward"], "random_regret": random["mean_regret"],
-                "held_out": {"policy": {k: policy[k] for k in keep}, "random": {k: random[k] for k in keep}},
+                "held_out": {name: {k: summary[k] for k in keep if k in summary}
+                             for name, summary in (("policy", policy), ("random", random))},
             }
             tracker.log({"held_out_reward": policy["mean_reward"], "held_out_regret": policy["mean_regret"]},
                         step=tracker.last_step, phase="eval")
@@ -150,7 +120,8 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
     finally:
         tracker.finish(exit_code)
     if "held_out_reward" in report:
-        table = Table(title=f"held-out users, {options.eval_episodes} episodes")
+        episodes = len(policy.get("rewards", ()))
+        table = Table(title="held-out users" + (f", {episodes} episodes" if episodes else ""))
         for column in ("policy", "mean reward", "mean regret"):
             table.add_column(column)
         table.add_row(config.method, f"{report['held_out_reward']:+.3f}", f"{report['held_out_regret']:.3f}")

@@ -49,17 +49,12 @@ Results land in runs/<name>/. Every field, method and reward is listed below.
 def run_help() -> str:
     """``attune run --help``: the fields, methods and rewards, generated from the config model and registries."""
     import agents
-    from experiments import baselines
     from experiments.config import field_reference
     from rewards import REWARDS
 
-    methods = []
-    for name in agents.METHODS:
-        module = agents.get_method(name)
-        trainer = ", ".join(f"{k}={v}" for k, v in getattr(module, "DEFAULT_SETTINGS", {}).items())
-        methods.append(f"{name}: {agents.describe_settings(module)}" + (f"; trainer defaults: {trainer}" if trainer else ""))
-    methods += [f"{name} (discrete variants): {agents.describe_settings(baselines.settings_model(name))}"
-                for name in agents.BASELINES]
+    methods = [agents.describe_method(method) for method in agents.methods()]
+    methods.append("your own: package.module:name, a Method registered with agents.register_method "
+                   "(see docs/architecture.md, Add a method)")
     return "\n\n".join([
         RUN_HELP.strip(),
         "Fields:\n\n\b\n" + "\n".join(f"  {line}" for line in field_reference()),
@@ -70,6 +65,17 @@ def run_help() -> str:
         "Models (policy.model): smollm2-135m-instruct (embedded default), tiny-random (tests), a local folder, "
         "or a Hugging Face id already in the local cache.",
     ])
+
+
+def method_table() -> str:
+    """The registered methods as a Markdown table (docs/architecture.md holds a copy that a test keeps current)."""
+    import agents
+
+    lines = ["| method | kind | multi-turn | resumable | what it does |", "| --- | --- | --- | --- | --- |"]
+    for method in agents.methods():
+        flags = ["yes" if flag else "no" for flag in (method.multi_turn, method.resumable)]
+        lines.append(f"| `{method.name}` | {method.kind} | {' | '.join(flags)} | {method.description} |")
+    return "\n".join(lines)
 
 
 class _GeneratedHelpCommand(TyperCommand):

@@ -313,7 +313,8 @@ class ExperimentConfig(_Section):
     users: UserSettings = Field(default_factory=UserSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     method: str = Field("grpo", description="the training method: an LLM method on a conversation env, or a "
-                        "classic baseline on a discrete variant (each listed below with its method_settings)",
+                        "classic baseline on a discrete variant (each listed below with its method_settings), "
+                        "or your own as package.module:name (see agents.register_method)",
                         json_schema_extra={"allowed": "methods"})
     method_settings: dict[str, Any] = Field(
         default_factory=dict, description="settings of the method itself, outside TRL (each method's are listed below)",
@@ -324,9 +325,14 @@ class ExperimentConfig(_Section):
     def _known_method(cls, value: str) -> str:
         import agents
 
+        if ":" in value:  # your own method: its module is imported as env.module is
+            import_user_module(value.partition(":")[0])
+            agents.get_method(value)  # a MethodLookupError (a ValueError) says what is missing
+            return value
         names = agents.method_names()
         if value not in names:
-            raise ValueError("Input should be " + ", ".join(repr(n) for n in names[:-1]) + f" or {names[-1]!r}")
+            raise ValueError("Input should be " + ", ".join(repr(n) for n in names[:-1]) + f" or {names[-1]!r}; "
+                             "or your own as 'package.module:name'")
         return value
     prompts: int = Field(64, ge=1, description="training prompts drawn from env resets of training users "
                          "(at most the distinct opening messages the training users and tasks give)")
@@ -406,7 +412,7 @@ class ExperimentConfig(_Section):
 
         import agents
 
-        baseline = self.method in agents.BASELINES
+        baseline = agents.get_method(self.method).kind == "baseline"
         try:
             kind = envs.env_kind(self.env.id)
         except Exception:  # noqa: BLE001 - env.id already reported the unknown id
@@ -418,7 +424,8 @@ class ExperimentConfig(_Section):
             )
         if not baseline and kind == "discrete":
             raise ValueError(
-                f"env.id: {self.env.id!r} is a discrete-action variant (for linucb, rllib_ppo, rllib_dqn); an LLM "
+                f"env.id: {self.env.id!r} is a discrete-action variant (for the baselines: "
+                f"{', '.join(m.name for m in agents.methods() if m.kind == 'baseline')}); an LLM "
                 f"policy needs a conversation env: {', '.join(envs.registered_env_ids('text'))}"
             )
         return self

@@ -50,26 +50,26 @@ def _quiet_libraries() -> None:
 
 def prepare(config: ExperimentConfig) -> dict[str, Any]:
     """Everything that can fail because of the config, checked before anything slow or written."""
+    import agents
     from experiments import baselines
 
-    if config.method in baselines.BASELINE_METHODS:
-        return {"method_settings": baselines.prepare(config)}
-    import agents
+    method = agents.get_method(config.method)
+    if method.kind == "baseline":
+        return {"method": method, "method_settings": baselines.prepare(config)}
     from agents import TrainerSettingsError
     from agents.policy import check_model_available
     from rewards import RewardLookupError, check_reward_params
 
-    method = agents.get_method(config.method)
     try:
-        method.check_settings(config.trainer, Path(config.tracking.runs_dir) / "_check", config.seed)
+        method.check_trainer_settings(config.trainer, Path(config.tracking.runs_dir) / "_check", config.seed)
         method_settings = agents.method_options(method, config.method_settings)
     except TrainerSettingsError as exc:
         raise ConfigError(str(exc).replace("this method", f"method {config.method!r}")) from None
-    if config.env.max_turns > 1 and not method.MULTI_TURN:
+    if config.env.max_turns > 1 and not method.multi_turn:
         raise ConfigError(f"env.max_turns: method {config.method} trains on single replies; use method: grpo for "
                           "conversations, or env.max_turns=1")
-    if config.resume and not method.RESUMABLE:
-        resumable = [name for name in agents.METHODS if agents.get_method(name).RESUMABLE]
+    if config.resume and not method.resumable:
+        resumable = [m.name for m in agents.methods() if m.kind == "llm" and m.resumable]
         raise ConfigError(f"resume: method {config.method!r} cannot resume; resumable: {', '.join(resumable)}")
     check_tracking(config)
     check_model_available(config.policy.model)
@@ -77,7 +77,7 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
         population = _population(config)
     except ValueError as exc:
         raise ConfigError(f"users.groups: {exc}") from None
-    check_prompt_supply(config, population, training_prompts=config.method not in ("sft", "prompting"))
+    check_prompt_supply(config, population, training_prompts=method.uses_prompts)
     terms = TermsRecorder()
     for i, spec in enumerate(config.rewards):
         try:
@@ -98,14 +98,14 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         raise ConfigError("this config has a sweep block: run it with `attune sweep`, or remove sweep: to run it once")
     if config.variants or config.seeds:
         return run_variants(config, console)
-    from experiments.baselines import BASELINE_METHODS, run_baseline
+    import agents
+    from experiments.baselines import run_baseline
 
-    if config.method in BASELINE_METHODS:
+    if agents.get_method(config.method).kind == "baseline":
         return run_baseline(config, console)
     import torch
     from rich.console import Console
 
-    import agents
     from agents.policy import load_policy
     from agents.rollouts import make_env
     from envs.seeding import derive_seed

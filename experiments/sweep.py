@@ -103,7 +103,7 @@ def _tune_space(space: dict[str, Any], seeds: list[int] | None) -> dict[str, Any
 
 def allowed_metrics(config: ExperimentConfig) -> tuple[str, ...]:
     """The metrics every trial of this sweep reports at its end (what ``sweep.metric`` may name)."""
-    from experiments.baselines import BASELINE_METHODS
+    import agents
 
     methods = {config.method}
     spec = (config.sweep.space if config.sweep else {}).get("method")
@@ -115,11 +115,18 @@ def allowed_metrics(config: ExperimentConfig) -> tuple[str, ...]:
     eval_metrics = sweep_metrics()
     per_method = []
     for method in methods:
-        if method in BASELINE_METHODS:
+        if _is_baseline(agents, method):
             per_method.append(BASELINE_METRICS)
         else:
             per_method.append((*eval_metrics, *TIMING_METRICS) if evaluated else TIMING_METRICS)
     return tuple(m for m in per_method[0] if all(m in other for other in per_method[1:]))
+
+
+def _is_baseline(agents: Any, method: Any) -> bool:
+    try:
+        return agents.get_method(method).kind == "baseline"
+    except (ValueError, TypeError):  # not a method: the trial's own config validation names it
+        return False
 
 
 def check_metric(config: ExperimentConfig) -> None:
@@ -164,7 +171,7 @@ def prepare_trial_folder(config: ExperimentConfig, interrupted_dir: Path) -> tup
     if not run_dir.exists():
         return config, None
     has_checkpoint = any(p.name.split("-")[-1].isdigit() for p in (run_dir / "checkpoints").glob("checkpoint-*"))
-    resumable = config.method in agents.METHODS and agents.get_method(config.method).RESUMABLE
+    resumable = agents.get_method(config.method).resumable
     if has_checkpoint and resumable:
         return config.model_copy(update={"resume": True}), None
     interrupted_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -17,6 +18,7 @@ from experiments.stats import format_interval
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = (REPO / "docs" / "architecture.md").read_text()
+TINY = REPO / "experiments" / "configs" / "tiny.yaml"
 EXAMPLES = dict(re.findall(r"```python\n# example: ([^\n]+)\n(.*?)```", DOC, flags=re.S))
 
 
@@ -43,23 +45,45 @@ def test_example_runs(name, clean_registries):
     exec(compile(EXAMPLES[name], "docs/architecture.md", "exec"), module.__dict__)
 
 
-def test_the_example_method_shows_up_in_help_and_runs(clean_registries, tmp_path):
+def test_the_example_method_shows_up_in_help(clean_registries):
     from typer.testing import CliRunner
 
     from experiments.cli import app
-    from experiments.config import load_config
-    from experiments.runner import run
 
     exec(compile(EXAMPLES["add a method"], "docs/architecture.md", "exec"), {"__name__": "architecture_example"})
+    assert agents.get_method("greeter").name == "greeter"
     help_text = " ".join(CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "400"}).output.split())
-    assert "greeter: greeting='Hello!'" in help_text
-    config = load_config(None, ["method=greeter", "trainer={}", "policy.model=tiny-random", "users.n_users=20",
-                                "evaluation.prompts=2", "evaluation.max_new_tokens=4", "tracking.wandb=disabled",
-                                f"tracking.runs_dir={tmp_path}", "method_settings={greeting: Hi there}"])
-    result = run(config)
-    assert result.eval["method"] == "greeter" and result.eval["after"]["n"] == 2
-    episodes = (result.run_dir / "episodes.json").read_text()
-    assert "Start with: Hi there" in episodes  # the method's system prompt reached every evaluated conversation
+    assert ("greeter (conversation envs): SFT on the users' own texts, every reply opened with a greeting. "
+            "method_settings: greeting='Hello!' (what every reply starts with)") in help_text
+
+
+def test_the_example_method_trains_end_to_end_through_the_cli(attune_cli, tmp_path):
+    """As the doc says: my_methods.py in the folder you run from, named as my_methods:greeter."""
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    (workdir / "my_methods.py").write_text(EXAMPLES["add a method"])
+    runs = tmp_path / "runs"
+    done = subprocess.run(
+        [attune_cli, "run", str(TINY), "method=my_methods:greeter", "trainer={}", "method_settings.greeting=Hi there",
+         "evaluation.prompts=2", "tracking.wandb=disabled", f"tracking.runs_dir={runs}"],
+        capture_output=True, text=True, timeout=300, cwd=workdir,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = runs.iterdir()
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["method"] == "my_methods:greeter" and report["after"]["n"] == 2
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # The example's SFTTrainer ran its 2 default steps with the runner's callbacks: its losses are in the run.
+    assert [r["step"] for r in records if r["phase"] == "train" and "loss" in r] == [1, 2]
+    assert (run_dir / "checkpoints" / "final" / "model.safetensors").is_file()
+
+
+def test_the_doc_lists_every_registered_method():
+    from experiments.cli import method_table
+
+    listed = re.search(r"<!-- methods:[^\n]*\n(.*?)\n<!-- end of methods -->", DOC, flags=re.S)
+    assert listed is not None, "docs/architecture.md lost its generated methods table"
+    assert listed.group(1) == method_table(), "regenerate the table in docs/architecture.md from method_table():\n" + method_table()
 
 
 def test_the_metric_diff_is_the_example_and_fits_evaluate_py():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -11,7 +12,7 @@ import pytest
 
 import envs
 from agents.bandit import LinUCB, run_linucb
-from agents.discrete_eval import make_discrete_env
+from agents.discrete_eval import make_discrete_env, play, summarize
 
 
 @pytest.mark.parametrize("env_id", envs.DISCRETE_ENV_IDS)
@@ -157,3 +158,44 @@ def test_rllib_dqn_beats_random_on_held_out_users(local_ray, tmp_path):
 
     result = train_rllib("dqn", "writing", iterations=6, seed=0, eval_episodes=200, results_dir=str(tmp_path / "results"))
     _check_rllib_result(result, iterations=6)
+
+
+def test_linucb_through_the_runner_is_run_linucb_with_the_config_seed(tmp_path):
+    from experiments.config import load_config
+    from experiments.runner import run
+
+    config = load_config(None, ["method=linucb", "env.id=attune/TutorDiscrete-v1", "users.n_users=30", "seed=3",
+                                "method_settings={episodes: 60, eval_episodes: 20}", "tracking.wandb=disabled",
+                                f"tracking.runs_dir={tmp_path}"])
+    report = run(config).eval
+    direct = run_linucb({"scenario": "tutor", "n_users": 30, "population_seed": config.users.seed, "noise": 0.1,
+                         "feedback": "rating"}, episodes=60, alpha=1.0, seed=3, eval_episodes=20)
+    assert report["held_out_reward"] == direct["held_out"]["linucb"]["mean_reward"]
+    assert report["random_regret"] == direct["held_out"]["random"]["mean_regret"]
+    (run_dir,) = tmp_path.iterdir()
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["phase"] == "train"]
+    assert steps == list(range(3, 61, 3))  # 20 chunks of 3 episodes
+
+
+def test_a_baseline_of_your_own_runs_from_the_same_registry(tmp_path, monkeypatch):
+    import agents
+    from experiments.config import load_config
+    from experiments.runner import run
+
+    def train(job):  # always the first response style
+        env = make_discrete_env(job.env_config, split="held_out")
+        first = summarize(play(env, lambda _: 0, list(range(10))))
+        job.log({"reward": first["mean_reward"]}, 1)
+        return {"policy": first, "random": first}
+
+    monkeypatch.setattr(agents, "METHODS", dict(agents.METHODS))  # the registration ends with the test
+    agents.register_method(agents.MethodSpec(name="first_style", kind="baseline", description="always style 0",
+                                             train=train))
+    result = run(load_config(None, ["method=first_style", "env.id=attune/TutorDiscrete-v1", "users.n_users=30",
+                                    "tracking.wandb=disabled", f"tracking.runs_dir={tmp_path}"]))
+    assert result.eval["method"] == "first_style"
+    assert result.eval["held_out_reward"] == result.eval["random_reward"]
+    assert set(result.eval["held_out"]["policy"]) == {"mean_reward", "mean_regret", "oracle_action_rate"}
+    with pytest.raises(Exception, match="env.id: method first_style picks response styles"):
+        load_config(None, ["method=first_style"])

@@ -131,18 +131,41 @@ def test_a_method_registered_from_outside_shows_up_in_help_and_validates(monkeyp
 
     import agents
 
-    toy = types.ModuleType("toy_method")
-    toy.MULTI_TURN, toy.RESUMABLE, toy.DEFAULT_SETTINGS = False, False, {}
-
     class Settings(agents.MethodSettings):
         greeting: str = "hello"
 
-    toy.Settings = Settings
+    toy = types.ModuleType("toy_method")
     monkeypatch.setitem(sys.modules, "toy_method", toy)
-    monkeypatch.setitem(agents.METHODS, "toy", "toy_method")
+    monkeypatch.setattr(agents, "METHODS", dict(agents.METHODS))  # registrations here end with the test
+    toy.METHOD = agents.register_method(agents.MethodSpec(name="toy", description="a toy", train=lambda job: job.model,
+                                                          settings=Settings))
     assert load_config(None, ["method=toy"]).method == "toy"
+    assert load_config(None, ["method=toy_method:METHOD"]).method == "toy_method:METHOD"  # by dotted path too
     result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "400"})
-    assert "toy: greeting='hello'" in " ".join(result.output.split())
+    assert "toy (conversation envs): a toy. method_settings: greeting='hello'" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ("no_such_module:greeter", "method: cannot import 'no_such_module': ModuleNotFoundError"),
+        ("json:greeter", "method: no method 'greeter' in module 'json' (a Method"),
+        ("json:dumps", "method: no method 'dumps' in module 'json'"),
+    ],
+)
+def test_a_method_by_dotted_path_that_is_not_one_is_a_config_error(method, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [f"method={method}"])
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_register_method_refuses_what_is_not_a_method():
+    import agents
+
+    with pytest.raises(TypeError, match="is not a Method; it lacks"):
+        agents.register_method(object())
+    with pytest.raises(ValueError, match="use letters, digits and _ only"):
+        agents.register_method(agents.MethodSpec(name="my:toy", description="", train=print))
 
 
 def test_resolved_config_round_trips(tmp_path):
