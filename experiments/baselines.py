@@ -83,8 +83,8 @@ def prepare(config: ExperimentConfig) -> Any:
 
 def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any:
     from rich.console import Console
-    from rich.table import Table
 
+    from experiments.metrics import baseline_table
     from experiments.report import write_report
     from experiments.tracking import RunResult, RunTracker, create_run_dir, run_name
 
@@ -104,7 +104,7 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
         report: dict[str, Any] = {"run_dir": str(run_dir), "method": config.method, "env": config.env.id,
                                   "train_seconds": time.perf_counter() - started}
         if policy is not None and random is not None:
-            keep = ("mean_reward", "mean_regret", "oracle_action_rate")
+            keep = ("mean_reward", "mean_regret", "oracle_action_rate", "rewards")
             report |= {
                 "held_out_reward": policy["mean_reward"], "held_out_regret": policy["mean_regret"],
                 "random_reward": random["mean_reward"], "random_regret": random["mean_regret"],
@@ -120,12 +120,6 @@ def run_baseline(config: ExperimentConfig, console: Any = None, **_: Any) -> Any
     finally:
         tracker.finish(exit_code)
     if "held_out_reward" in report:
-        episodes = len(policy.get("rewards", ()))
-        table = Table(title="held-out users" + (f", {episodes} episodes" if episodes else ""))
-        for column in ("policy", "mean reward", "mean regret"):
-            table.add_column(column)
-        table.add_row(config.method, f"{report['held_out_reward']:+.3f}", f"{report['held_out_regret']:.3f}")
-        table.add_row("uniformly random", f"{report['random_reward']:+.3f}", f"{report['random_regret']:.3f}")
-        console.print(table)
+        console.print(baseline_table(report).to_rich())
     console.print(f"run folder: [cyan]{run_dir}[/]")
     return RunResult(run_dir, report)

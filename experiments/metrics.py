@@ -234,3 +234,20 @@ def term_table(report: Mapping[str, Any]) -> Table | None:
         caption="Each term's mean over the held-out conversations (they add up to the hidden utility), and its "
                 f"paired change with the {rows[0]['interval']} (n={comparison['n']}).",
     )
+
+
+def baseline_table(report: Mapping[str, Any]) -> Table:
+    """A classic baseline's held-out table: the trained policy and a uniformly random one, same episodes."""
+    rows = []
+    for name, label in (("policy", report["method"]), ("random", "uniformly random")):
+        summary = report["held_out"][name]
+        reward = stats.mean_interval(summary["rewards"])
+        rows.append({"policy": label, "mean_reward": reward.value, **reward.as_dict("mean_reward_"),
+                     "mean_reward_ci95": reward.half_width, "mean_reward_n": reward.n, "mean_regret": summary["mean_regret"],
+                     "oracle_action_rate": summary["oracle_action_rate"]})
+    n = rows[0]["mean_reward_n"]
+    return Table(
+        [Column("policy", align="left"), mean_column("mean_reward", "mean reward"),
+         Column("mean_regret", "mean regret", "{:.3f}"), Column("oracle_action_rate", "oracle action rate", "{:.2f}")],
+        rows, title=f"held-out users: {n} episodes, the same for both policies",
+        caption=f"n = {n} held-out episodes, 1 seed; ± is the half-width of the {rows[0]['mean_reward_interval']}.")

@@ -90,9 +90,11 @@ def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
 
 def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Path:
     """``report.md``: the numbers, the plots and a few example replies, before and after."""
-    from experiments.metrics import evaluation_table, term_table
+    from experiments.metrics import baseline_table, evaluation_table, term_table
 
     lines = [f"# {run_dir.name}", ""]
+    if "held_out" in report:  # a classic baseline on a discrete env
+        lines += [baseline_table(report).to_markdown()]
     if "before" in report:
         lines += [evaluation_table(report).to_markdown()]
         terms = term_table(report)

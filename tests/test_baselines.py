@@ -13,6 +13,7 @@ import pytest
 import envs
 from agents.bandit import LinUCB, run_linucb
 from agents.discrete_eval import make_discrete_env, play, summarize
+from experiments import stats
 
 
 @pytest.mark.parametrize("env_id", envs.DISCRETE_ENV_IDS)
@@ -199,3 +200,9 @@ def test_a_baseline_of_your_own_runs_from_the_same_registry(tmp_path, monkeypatc
     assert set(result.eval["held_out"]["policy"]) == {"mean_reward", "mean_regret", "oracle_action_rate"}
     with pytest.raises(Exception, match="env.id: method first_style picks response styles"):
         load_config(None, ["method=first_style"])
+    # report.md and the console show the same table: n episodes, the interval kind, both policies.
+    markdown = (run_dir / "report.md").read_text()
+    assert "n = 20 held-out episodes, 1 seed; ± is the half-width of the 95% Student-t CI." in markdown
+    linucb = stats.mean_interval(direct["held_out"]["linucb"]["rewards"])
+    assert f"| linucb | {stats.format_mean(linucb.value, linucb.half_width)} |" in markdown
+    assert "| uniformly random |" in markdown
