@@ -445,7 +445,7 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
     """
     from rich.console import Console
 
-    from experiments import offline, sweep
+    from experiments import offline, ray_cluster, sweep
     from experiments.config import ExperimentConfig, check_tracking
 
     console = console or Console()
@@ -486,8 +486,8 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
         if os.environ.get(key):
             environment[key] = os.environ[key]
     try:
-        started_ray = sweep._start_ray(address, environment)  # one Ray for every arm's sweep
-    except sweep.ClusterError as exc:
+        started_ray = ray_cluster.start_ray(address, environment)  # one Ray for every arm's sweep
+    except ray_cluster.ClusterError as exc:
         Console(stderr=True).print(f"[red]ray cluster:[/] {exc.message}", soft_wrap=True, highlight=False)
         raise
     started = time.perf_counter()
