@@ -311,8 +311,8 @@ class ElicitationEnv(ConversationEnv):
     ## Episode end
     Terminated by the answer (a reply that is not a question), or when the user leaves: after
     ``patience`` answered questions the next question makes them leave without a reply (scored as no
-    answer at all, the worst utility). Truncated when the reply on the last turn (``max_turns``) is a
-    question: it is scored as the answer.
+    answer at all, the worst utility). Truncated when ``max_turns > 1`` and the reply on the last turn is a
+    question: it is scored as the answer. With ``max_turns=1`` every reply is the answer (single-turn).
 
     ## Arguments
     Those of :class:`~envs.conversation.ConversationEnv` (``leave_utility`` must stay ``None``: a reply
@@ -432,7 +432,7 @@ class ElicitationEnv(ConversationEnv):
             if self.patience is None or self._questions <= self.patience:
                 return self._answer_question(action)
             return self._finish("", action, left=True)
-        return self._finish(action, action, left=False, truncated=asks)
+        return self._finish(action, action, left=False, truncated=asks and self.max_turns > 1)
 
     def _answer_question(self, question: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         user = self._user
