@@ -223,8 +223,9 @@ class Episode:
 
 def play(env: ElicitationEnv, policy: Policy, seed: int, options: Mapping[str, Any] | None = None) -> Episode:
     """One episode of ``policy`` in ``env``, reset with ``seed`` (and ``options``: user_id, task_id)."""
-    rng = np.random.default_rng(derive_seed(seed, "policy"))
     _, info = env.reset(seed=seed, options=dict(options or {}))
+    # The policy's own randomness: per seed and conversation, so one seed over many conversations varies.
+    rng = np.random.default_rng(derive_seed(seed, "policy", info["user_id"], info["task_id"]))
     rewards, expected = [], 0.0
     while True:
         _, reward, terminated, truncated, info = env.step(policy(env, info, rng))

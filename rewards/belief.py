@@ -3,10 +3,13 @@
 Wan et al., 2025, "Enhancing Personalized Multi-Turn Dialogue with Curiosity Reward"
 (https://arxiv.org/abs/2504.03206) reward each turn by the improvement of a user model's belief in the
 user's true type. Here the user model is exact: the simulated users' own generative model, updated by
-Bayes' rule with the answers the user gave (:func:`envs.elicitation.belief_trajectory`). The bonus is
-potential-based shaping (Ng et al., 1999) with potential P(true group), so with ``gamma = 1`` an episode's
-bonus is the final posterior of the true group minus its prior, and it cannot change which policy is best
-for the env's own return.
+Bayes' rule with the answers the user gave (:func:`envs.elicitation.belief_trajectory`). Each answered
+question earns ``gamma * P(true group | answers after) - P(before)``: shaping with potential P(true group)
+(Ng et al., 1999). The episode's potential is not reset to 0 at its end, so with ``gamma = 1`` the bonus
+telescopes to the final posterior of the true group minus its prior: it pays for identifying the user (on
+top of the env's reward for the answer), which is CURIO's intent, rather than leaving the optimal policy
+unchanged. Weight it against the question cost: at ``weight * (1 - prior)`` above the total cost of the
+questions that identify the group, asking pays even where the answer would not gain from it.
 """
 
 from __future__ import annotations

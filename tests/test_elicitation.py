@@ -345,3 +345,13 @@ def test_config_passes_question_cost_only_to_elicitation_envs():
     assert "question_cost" not in load_config(None, []).env.env_kwargs()
     with pytest.raises(ConfigError, match="env.question_cost"):
         load_config(None, ["env.question_cost=0.2"])
+
+
+def test_elicits_from_another_scenarios_users():
+    env = ElicitationEnv(scenario="writing", max_turns=3, noise=0.0)
+    assert env.population.scenario_name == "writing"
+    _, info = env.reset(seed=0)
+    _, _, terminated, _, info = env.step("Should it be short?")
+    weights = env.population.user(info["user_id"]).preference_weights
+    assert not terminated and info["revealed"] == {"brevity": preference_level(weights["brevity"])}
+    assert set(info["belief"]) == {"concise_professional", "warm_detailed"}
