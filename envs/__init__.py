@@ -8,6 +8,8 @@ nothing heavy is imported until an environment is made). This package never impo
 >>> env = gym.make("attune/WritingAssistant-v1")
 """
 
+import gymnasium
+
 from envs.conversation import ConversationEnv
 from envs.features import ALL_DIMENSIONS, STYLE_DIMENSIONS, style_features
 from envs.population import UserPopulation
@@ -15,10 +17,18 @@ from envs.scenarios import Scenario, Task, UserGroup, register_scenario
 from envs.users import SimulatedUser, UserProfile
 
 from envs.registry import VERSION, env_kind, register_scenario_envs, registered_env_ids, scenario_of
-from envs.scenarios import BUILTIN_SCENARIOS
+from envs.scenarios import BUILTIN_SCENARIOS, SCENARIOS
 
 for _name, _module, _class, _stem in BUILTIN_SCENARIOS:
     register_scenario_envs(_name, f"{_module}:{_class}", _stem)
+
+# The elicitation env (clarifying questions before the answer) has no discrete variant: its point is the
+# conversation. Its scenario is looked up lazily like the built-ins'.
+SCENARIOS.setdefault("elicitation", "envs.elicitation:SCENARIO")
+gymnasium.register(id=f"attune/Elicitation-v{VERSION}", entry_point="envs.elicitation:ElicitationEnv",
+                   disable_env_checker=True)
+ELICITATION_ENV_IDS: tuple[str, ...] = (f"attune/Elicitation-v{VERSION}",)
+"""Conversation envs where the assistant may ask the user questions before answering (see envs/elicitation.py)."""
 
 TEXT_ENV_IDS: tuple[str, ...] = tuple(f"attune/{stem}-v{VERSION}" for *_, stem in BUILTIN_SCENARIOS)
 """The built-in conversation environments (text in, text out): what LLM policies train on."""
@@ -31,6 +41,7 @@ __all__ = [
     "ALL_DIMENSIONS",
     "ConversationEnv",
     "DISCRETE_ENV_IDS",
+    "ELICITATION_ENV_IDS",
     "ENV_IDS",
     "TEXT_ENV_IDS",
     "STYLE_DIMENSIONS",

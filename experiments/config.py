@@ -144,6 +144,8 @@ class EnvSettings(_Section):
     adversarial: float = Field(0.0, ge=0.0, le=1.0, description="probability of an inverted feedback")
     group_tag: bool = Field(False, description="show the user's group to the policy (a group tag opens the "
                             "conversation): a group-conditioned policy")
+    question_cost: float | None = Field(None, ge=0.0, description="elicitation envs (attune/Elicitation-v1) only: "
+                                        "utility a clarifying question costs (unset: the env's default, 0.1)")
 
     @field_validator("module")
     @classmethod
@@ -169,9 +171,23 @@ class EnvSettings(_Section):
                              f"{', '.join(envs.registered_env_ids('text'))}{own}")
         return value
 
+    @model_validator(mode="after")
+    def _question_cost_needs_elicitation(self) -> "EnvSettings":
+        if self.question_cost is not None:
+            import inspect
+
+            from envs.registry import env_class
+
+            if "question_cost" not in inspect.signature(env_class(self.id).__init__).parameters:
+                raise ValueError(f"env.question_cost: environment {self.id!r} asks no questions; use an elicitation "
+                                 "env (env.id=attune/Elicitation-v1) or remove env.question_cost")
+        return self
+
     def env_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for the environment (everything but the id and the module)."""
-        return self.model_dump(exclude={"id", "module"})
+        """Keyword arguments for the environment (everything but the id and the module; settings only some
+        environments take, such as ``question_cost``, only when set)."""
+        unset = {name for name in ("question_cost",) if getattr(self, name) is None}
+        return self.model_dump(exclude={"id", "module"} | unset)
 
 
 def import_user_module(name: str) -> Any:

@@ -45,6 +45,7 @@ REWARDS: dict[str, Any] = {
     "mixture": "rewards.mixture:Mixture",
     "user_mixture": "rewards.mixture:UserMixture",
     "maxmin": "rewards.maxmin:maxmin",
+    "belief_bonus": "rewards.belief:belief_bonus",
 }
 
 

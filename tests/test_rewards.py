@@ -94,7 +94,7 @@ def test_registry_and_dotted_path(tmp_path, monkeypatch):
 
 
 def test_lookup_errors_name_the_fix():
-    with pytest.raises(RewardLookupError, match="built-in rewards: embedding_similarity, keyword_coverage, learned_reward_model, length_target"):
+    with pytest.raises(RewardLookupError, match="built-in rewards: belief_bonus, embedding_similarity, keyword_coverage, learned_reward_model, length_target"):
         get_reward("lenght_target")
     with pytest.raises(RewardLookupError, match="cannot import module"):
         get_reward("no_such_module_xyz:f")
