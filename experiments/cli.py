@@ -50,7 +50,7 @@ def run_help() -> str:
     """``attune run --help``: the fields, methods and rewards, generated from the config model and registries."""
     import agents
     from experiments import baselines
-    from experiments.config import field_reference
+    from experiments.config_files import field_reference
     from rewards import REWARDS
 
     methods = []
@@ -193,7 +193,8 @@ def _guarded(action: Any, config: Path, overrides: Optional[list[str]], debug: b
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        from experiments.config import check_tracking, load_config
+        from experiments.config_files import load_config
+        from experiments.preflight import check_tracking
 
         experiment = load_config(config, overrides or [])
         check_tracking(experiment)  # before any run, variant or sweep writes its folders

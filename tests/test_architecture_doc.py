@@ -41,7 +41,7 @@ def test_the_example_method_shows_up_in_help_and_runs(clean_registries, tmp_path
     from typer.testing import CliRunner
 
     from experiments.cli import app
-    from experiments.config import load_config
+    from experiments.config_files import load_config
     from experiments.runner import run
 
     exec(compile(EXAMPLES["add a method"], "docs/architecture.md", "exec"), {"__name__": "architecture_example"})
