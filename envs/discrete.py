@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.conversation import check_integer, check_number, check_reset_options
+from envs.arguments import check_integer, check_number, check_reset_options
 from envs.features import features
 from envs.population import UserPopulation
 from envs.scenarios import SCENARIOS, Task
