@@ -62,3 +62,21 @@ def check_reset_options(options: Any, user_ids: dict[str, None], split: str, pop
         if not isinstance(options["task_id"], str) or options["task_id"] not in ids:
             raise ValueError(f"unknown task_id {options['task_id']!r} in scenario {population.scenario_name!r}; "
                              f"its tasks: {describe_ids(ids)}")
+
+
+def env_population(population: Any, scenario: str | None, split: Any, n_users: Any, population_seed: Any) -> UserPopulation:
+    """The users an environment draws from: ``population`` when one is given (of ``scenario``, when that is
+    not None), else ``n_users`` users of ``scenario`` drawn with ``population_seed``; ``split`` must name
+    one of its splits."""
+    if split not in ("train", "held_out", "all"):
+        raise ValueError(f"split must be 'train', 'held_out' or 'all', got {split!r}")
+    if population is None:
+        check_integer("n_users", n_users, 2)
+        check_integer("population_seed", population_seed, 0)
+        return UserPopulation(scenario, n_users, seed=population_seed)
+    if not isinstance(population, UserPopulation):
+        raise ValueError(f"population must be an envs.population.UserPopulation, got {type(population).__name__}")
+    if scenario is not None and population.scenario_name != scenario:
+        raise ValueError(f"this environment's users come from scenario {scenario!r}, "
+                         f"but the population given is {population.scenario_name!r}")
+    return population

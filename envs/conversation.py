@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.arguments import check_integer, check_number, check_reset_options
+from envs.arguments import check_integer, check_number, check_reset_options, env_population
 from envs.population import UserPopulation
 from envs.scenarios import Task
 from envs.users import SATISFIED_MESSAGE, SimulatedUser
@@ -108,21 +108,8 @@ class ConversationEnv(gym.Env):
         check_number("leave_utility", leave_utility, optional=True)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        if split not in ("train", "held_out", "all"):
-            raise ValueError(f"split must be 'train', 'held_out' or 'all', got {split!r}")
-        if population is None:
-            check_integer("n_users", n_users, 2)
-            check_integer("population_seed", population_seed, 0)
-            population = UserPopulation(self.scenario, n_users, seed=population_seed)
-        elif not isinstance(population, UserPopulation):
-            raise ValueError(f"population must be an envs.population.UserPopulation, got {type(population).__name__}")
-        elif population.scenario_name != self.scenario:
-            raise ValueError(
-                f"this environment's users come from scenario {self.scenario!r}, "
-                f"but the population given is {population.scenario_name!r}"
-            )
-        self.population = population
-        self.users = population.split(split)
+        self.population = env_population(population, self.scenario, split, n_users, population_seed)
+        self.users = self.population.split(split)
         self._user_ids = dict.fromkeys(u.user_id for u in self.users)
         self.split = split
         self.max_turns = max_turns
