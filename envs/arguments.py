@@ -1,5 +1,6 @@
-"""Checks of the arguments an environment is built and reset with, shared by the conversation environments
-and their discrete-action variants: a bad argument is a ``ValueError`` that names it and what it accepts.
+"""The arguments an environment is built and reset with, checked and turned into its users, user and task,
+the same way for the conversation environments and their discrete-action variants: a bad argument is a
+``ValueError`` that names it and what it accepts.
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from envs.population import UserPopulation
+from envs.scenarios import Task
+from envs.users import UserProfile
 
 
 def check_integer(name: str, value: Any, minimum: int, optional: bool = False) -> None:
@@ -80,3 +85,18 @@ def env_population(population: Any, scenario: str | None, split: Any, n_users: A
         raise ValueError(f"this environment's users come from scenario {scenario!r}, "
                          f"but the population given is {population.scenario_name!r}")
     return population
+
+
+def episode_user_and_task(options: dict[str, Any] | None, users: Sequence[UserProfile], user_ids: dict[str, None],
+                          split: str, population: UserPopulation, rng: np.random.Generator) -> tuple[str, Task]:
+    """The user id and task of a new episode: those named in ``reset``'s ``options``, else drawn with ``rng``
+    (the user first, then the task) from ``users`` (the env's split, ``user_ids`` their ids) and the tasks."""
+    options = options or {}
+    check_reset_options(options, user_ids, split, population)
+    if "user_id" in options:
+        user_id = options["user_id"]
+    else:
+        user_id = users[int(rng.integers(len(users)))].user_id
+    if "task_id" in options:
+        return user_id, population.task(options["task_id"])
+    return user_id, population.tasks[int(rng.integers(len(population.tasks)))]

@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.arguments import check_integer, check_number, check_reset_options, env_population
+from envs.arguments import check_integer, check_number, env_population, episode_user_and_task
 from envs.population import UserPopulation
 from envs.scenarios import Task
 from envs.users import SATISFIED_MESSAGE, SimulatedUser
@@ -145,16 +145,8 @@ class ConversationEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._drifted.clear()  # a seeded reset restarts the preference drift too: same seed, same run
-        options = options or {}
-        check_reset_options(options, self._user_ids, self.split, self.population)
-        if "user_id" in options:
-            user_id = options["user_id"]
-        else:
-            user_id = self.users[int(self.np_random.integers(len(self.users)))].user_id
-        if "task_id" in options:
-            self._task = self.population.task(options["task_id"])
-        else:
-            self._task = self.population.tasks[int(self.np_random.integers(len(self.population.tasks)))]
+        user_id, self._task = episode_user_and_task(options, self.users, self._user_ids, self.split, self.population,
+                                                    self.np_random)
         weights = None
         if self.drift > 0:
             base = self._drifted.get(user_id, self.population.user(user_id).weight_vector())

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.arguments import check_number, check_reset_options, env_population
+from envs.arguments import check_number, env_population, episode_user_and_task
 from envs.features import features
 from envs.population import UserPopulation
 from envs.scenarios import SCENARIOS, Task
@@ -151,17 +151,8 @@ class DiscreteStyleEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        options = options or {}
-        check_reset_options(options, self._user_ids, self.split, self.population)
-        if "user_id" in options:
-            user_id = options["user_id"]
-        else:
-            user_id = self.users[int(self.np_random.integers(len(self.users)))].user_id
-        self._task = (
-            self.population.task(options["task_id"])
-            if "task_id" in options
-            else self.population.tasks[int(self.np_random.integers(len(self.population.tasks)))]
-        )
+        user_id, self._task = episode_user_and_task(options, self.users, self._user_ids, self.split, self.population,
+                                                    self.np_random)
         self._user = self.population.simulated_user(user_id, noise=self.noise)
         message = self._user.ask(self._task)
         self._observation = np.concatenate(
