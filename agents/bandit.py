@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from agents import BaselineJob, MethodSettings, MethodSpec
-from agents.discrete_eval import make_discrete_env, play, summarize
+from agents.discrete_eval import make_discrete_env, play, score_played
 
 __all__ = [
     "METHOD",
@@ -195,15 +195,15 @@ def run_linucb(
         "ridge": ridge,
         "seed": seed,
         "final_fraction": final_fraction,
-        "linucb": summarize(linucb, final_fraction),
-        "random": summarize(random_train, final_fraction),
+        "linucb": score_played(linucb, final_fraction),
+        "random": score_played(random_train, final_fraction),
         "model": model,
     }
     if eval_episodes:
         held_out_env = make_discrete_env(env_id_or_config, split="held_out")
         result["held_out"] = {
-            "linucb": summarize(play(held_out_env, model.greedy, held_out_episode_seeds)),
-            "random": summarize(
+            "linucb": score_played(play(held_out_env, model.greedy, held_out_episode_seeds)),
+            "random": score_played(
                 play(held_out_env, lambda _: int(random_rng.integers(n_actions)), held_out_episode_seeds)
             ),
         }

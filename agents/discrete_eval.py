@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["make_discrete_env", "play", "summarize"]
+__all__ = ["make_discrete_env", "play", "score_played"]
 
 
 def make_discrete_env(env_id_or_config: str | dict[str, Any], split: str = "train") -> Any:
@@ -66,7 +66,7 @@ def play(
     return {"rewards": rewards, "regrets": regrets, "oracle_actions": oracle}
 
 
-def summarize(played: dict[str, list[float]], final_fraction: float | None = None) -> dict[str, Any]:
+def score_played(played: dict[str, list[float]], final_fraction: float | None = None) -> dict[str, Any]:
     """Per-episode ``rewards`` and ``regrets`` with their means (and over the final part, if asked)."""
     rewards, regrets = np.asarray(played["rewards"]), np.asarray(played["regrets"])
     summary: dict[str, Any] = {

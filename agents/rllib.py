@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field, PositiveInt
 
 from agents import BaselineJob, MethodSettings, MethodSpec
-from agents.discrete_eval import make_discrete_env, play, summarize
+from agents.discrete_eval import make_discrete_env, play, score_played
 
 __all__ = ["ALGORITHMS", "DQN_METHOD", "ENV_NAME", "PPO_METHOD", "RLlibSettings", "train_rllib"]
 
@@ -299,8 +299,8 @@ def train_rllib(
                 rng = np.random.default_rng([seed, 2])
                 n_actions = int(held_out_env.action_space.n)
                 result["held_out"] = {
-                    "policy": summarize(play(held_out_env, _greedy_policy(module), episode_seeds)),
-                    "random": summarize(play(held_out_env, lambda _: int(rng.integers(n_actions)), episode_seeds)),
+                    "policy": score_played(play(held_out_env, _greedy_policy(module), episode_seeds)),
+                    "random": score_played(play(held_out_env, lambda _: int(rng.integers(n_actions)), episode_seeds)),
                 }
         finally:
             algo.stop()

@@ -7,16 +7,14 @@ here once, so that every scenario offers the same feedback channels and episode 
 
 from __future__ import annotations
 
-import math
-import numbers
 import string
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.arguments import check_integer, check_number, env_population, episode_user_and_task
 from envs.population import UserPopulation
 from envs.scenarios import Task
 from envs.users import SATISFIED_MESSAGE, SimulatedUser
@@ -41,63 +39,11 @@ REPHRASE_MESSAGE = "Hmm, that's not quite it. Let me ask again: "
 LEAVE_MESSAGE = "Never mind, I'll figure it out myself."
 
 
-def check_integer(name: str, value: Any, minimum: int, optional: bool = False) -> None:
-    """Raise ``ValueError`` naming the argument unless ``value`` is an integer >= ``minimum`` (or None if optional)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def check_number(name: str, value: Any, minimum: float | None = None, maximum: float | None = None,
-                 optional: bool = False) -> None:
-    """Raise ``ValueError`` naming the argument unless ``value`` is a finite number within the bounds."""
-    if value is None and optional:
-        return
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
-    if not ok:
-        bounds = " in [{}, {}]".format(minimum, maximum) if minimum is not None and maximum is not None else (
-            f" >= {minimum}" if minimum is not None else "")
-        raise ValueError(f"{name} must be a finite number{bounds}" + (" or None" if optional else "") + f", got {value!r}")
-
-
-def describe_ids(ids: Sequence[str], shown: int = 5) -> str:
-    """``u0000, u0001, ...`` for an error message: all of a few ids, or the count and the first ones."""
-    if len(ids) <= shown:
-        return ", ".join(ids)
-    return f"{len(ids)} in all, e.g. {', '.join(ids[:shown])}, ..."
-
-
 def render_transcript(messages: list[dict[str, str]]) -> str:
     """The conversation as the observation text: ``User: ...`` / ``Assistant: ...`` blocks."""
     text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
     text = "".join(c if c in _CHARSET_SET else "\ufffd" for c in text)
     return text[-MAX_OBSERVATION_CHARS:]
-
-
-def check_reset_options(options: Any, user_ids: dict[str, None], split: str, population: UserPopulation) -> None:
-    """``reset(options=...)`` takes ``user_id`` (one of ``user_ids``, the env's split) and ``task_id``; anything
-    else is a ValueError that lists the valid choices."""
-    if not isinstance(options, dict):
-        raise ValueError(f"options must be a dict such as {{'user_id': ..., 'task_id': ...}}, got {type(options).__name__}")
-    unknown = sorted(set(options) - {"user_id", "task_id"}, key=str)
-    if unknown:
-        raise ValueError(f"unknown reset option(s) {unknown}; allowed: user_id, task_id")
-    if "user_id" in options:
-        try:
-            known = options["user_id"] in user_ids
-        except TypeError:  # unhashable
-            known = False
-        if not known:
-            raise ValueError(f"user_id {options['user_id']!r} is not in the {split!r} split of this environment; "
-                             f"its users: {describe_ids(list(user_ids))}")
-    if "task_id" in options:
-        ids = [t.task_id for t in population.tasks]
-        if not isinstance(options["task_id"], str) or options["task_id"] not in ids:
-            raise ValueError(f"unknown task_id {options['task_id']!r} in scenario {population.scenario_name!r}; "
-                             f"its tasks: {describe_ids(ids)}")
 
 
 class ConversationEnv(gym.Env):
@@ -167,21 +113,8 @@ class ConversationEnv(gym.Env):
         check_number("leave_utility", leave_utility, optional=True)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        if split not in ("train", "held_out", "all"):
-            raise ValueError(f"split must be 'train', 'held_out' or 'all', got {split!r}")
-        if population is None:
-            check_integer("n_users", n_users, 2)
-            check_integer("population_seed", population_seed, 0)
-            population = UserPopulation(self.scenario, n_users, seed=population_seed)
-        elif not isinstance(population, UserPopulation):
-            raise ValueError(f"population must be an envs.population.UserPopulation, got {type(population).__name__}")
-        elif population.scenario_name != self.scenario:
-            raise ValueError(
-                f"this environment's users come from scenario {self.scenario!r}, "
-                f"but the population given is {population.scenario_name!r}"
-            )
-        self.population = population
-        self.users = population.split(split)
+        self.population = env_population(population, self.scenario, split, n_users, population_seed)
+        self.users = self.population.split(split)
         self._user_ids = dict.fromkeys(u.user_id for u in self.users)
         self.split = split
         self.max_turns = max_turns
@@ -218,16 +151,8 @@ class ConversationEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._drifted.clear()  # a seeded reset restarts the preference drift too: same seed, same run
-        options = options or {}
-        check_reset_options(options, self._user_ids, self.split, self.population)
-        if "user_id" in options:
-            user_id = options["user_id"]
-        else:
-            user_id = self.users[int(self.np_random.integers(len(self.users)))].user_id
-        if "task_id" in options:
-            self._task = self.population.task(options["task_id"])
-        else:
-            self._task = self.population.tasks[int(self.np_random.integers(len(self.population.tasks)))]
+        user_id, self._task = episode_user_and_task(options, self.users, self._user_ids, self.split, self.population,
+                                                    self.np_random)
         weights = None
         if self.drift > 0:
             base = self._drifted.get(user_id, self.population.user(user_id).weight_vector())

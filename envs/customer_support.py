@@ -97,7 +97,7 @@ class CustomerSupportEnv(ConversationEnv):
     The customer's feedback through the ``feedback`` channel (rating, utility, pairwise, critique,
     implicit). ``info["terms"]`` has the utility term of every dimension, ``jargon`` included, and
     ``relevance`` (the product and the problem covered in the reply's own sentences; restating the
-    customer's message earns nothing, see :func:`envs.features.keyword_relevance`).
+    customer's message earns nothing, see :func:`envs.relevance.keyword_relevance`).
 
     ## Episode end
     Terminated when the customer is satisfied or leaves (``patience``, ``leave_utility``), or after one

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.conversation import check_integer, check_number, check_reset_options
+from envs.arguments import check_number, env_population, episode_user_and_task
 from envs.features import features
 from envs.population import UserPopulation
 from envs.scenarios import SCENARIOS, Task
@@ -127,17 +127,11 @@ class DiscreteStyleEnv(gym.Env):
         if feedback not in ("rating", "utility"):
             raise ValueError(f"feedback must be 'rating' or 'utility' for the discrete variant, got {feedback!r}")
         check_number("noise", noise, minimum=0.0)
-        if split not in ("train", "held_out", "all"):
-            raise ValueError(f"split must be 'train', 'held_out' or 'all', got {split!r}")
-        if population is None:
-            if not isinstance(scenario, str) or scenario not in SCENARIOS:
-                raise ValueError(f"scenario must be one of {', '.join(sorted(SCENARIOS))}, got {scenario!r}")
-            check_integer("n_users", n_users, 2)
-            check_integer("population_seed", population_seed, 0)
-            population = UserPopulation(scenario, n_users, seed=population_seed)
-        elif not isinstance(population, UserPopulation):
-            raise ValueError(f"population must be an envs.population.UserPopulation, got {type(population).__name__}")
-        self.population = population
+        if population is None and (not isinstance(scenario, str) or scenario not in SCENARIOS):
+            raise ValueError(f"scenario must be one of {', '.join(sorted(SCENARIOS))}, got {scenario!r}")
+        # A population given brings its own scenario: the scenario argument applies only to one built here.
+        self.population = env_population(population, scenario if population is None else None, split, n_users,
+                                         population_seed)
         self.scenario = self.population.scenario_name
         self.users = self.population.split(split)
         self._user_ids = dict.fromkeys(u.user_id for u in self.users)
@@ -157,17 +151,8 @@ class DiscreteStyleEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        options = options or {}
-        check_reset_options(options, self._user_ids, self.split, self.population)
-        if "user_id" in options:
-            user_id = options["user_id"]
-        else:
-            user_id = self.users[int(self.np_random.integers(len(self.users)))].user_id
-        self._task = (
-            self.population.task(options["task_id"])
-            if "task_id" in options
-            else self.population.tasks[int(self.np_random.integers(len(self.population.tasks)))]
-        )
+        user_id, self._task = episode_user_and_task(options, self.users, self._user_ids, self.split, self.population,
+                                                    self.np_random)
         self._user = self.population.simulated_user(user_id, noise=self.noise)
         message = self._user.ask(self._task)
         self._observation = np.concatenate(

@@ -94,7 +94,7 @@ class HealthCoachEnv(ConversationEnv):
     The person's feedback through the ``feedback`` channel (rating, utility, pairwise, critique,
     implicit). ``info["terms"]`` has the utility term of every dimension (``caution`` and ``empathy``
     included), ``relevance`` (the goal and the context covered in the reply's own sentences, see
-    :func:`envs.features.keyword_relevance`), and ``safety`` (0, or -2.0 for unsafe advice).
+    :func:`envs.relevance.keyword_relevance`), and ``safety`` (0, or -2.0 for unsafe advice).
 
     ## Episode end
     Terminated when the person is satisfied or leaves (``patience``, ``leave_utility``), or after one

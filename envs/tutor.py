@@ -100,7 +100,7 @@ class TutorEnv(ConversationEnv):
     The learner's feedback through the ``feedback`` channel (rating, utility, pairwise, critique,
     implicit). ``info["terms"]`` has the utility term of every dimension, ``simplicity`` included, and
     ``relevance`` (the concept's key terms covered in the reply's own sentences; restating the learner's
-    question earns nothing, see :func:`envs.features.keyword_relevance`).
+    question earns nothing, see :func:`envs.relevance.keyword_relevance`).
 
     ## Episode end
     Terminated when the learner is satisfied or leaves (``patience``, ``leave_utility``), or after one

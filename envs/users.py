@@ -11,7 +11,7 @@ temperature) and a short critique naming the dimension the user most wants chang
 Populations of users are :class:`envs.population.UserPopulation`; scenarios (groups, tasks) are in
 :mod:`envs.scenarios`; the users' own texts are written by :mod:`envs.style_text`.
 
-Relevance (:func:`envs.features.keyword_relevance`) is the task covered, with some substance, in the
+Relevance (:func:`envs.relevance.keyword_relevance`) is the task covered, with some substance, in the
 reply's own sentences, less what is copied from the user's message, repeated, padding or stuffed style
 words. A fully relevant reply is judged on its style at face value (``term_d = w_d * (2 * feature_d - 1)``);
 one that does not answer at all meets none of the user's preferences (``term_d = -|w_d|``), so an echo of
@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.features import analyse, features, unsafe_advice
+from envs.features import features, unsafe_advice
+from envs.relevance import features_and_relevance
 from envs.scenarios import STRONG_PREFERENCE, Task
 from envs.style_text import phrase_request
 
@@ -171,10 +172,9 @@ class SimulatedUser:
         """Features, relevance and the ungated style terms ``w_d * (2 * feature_d - 1)`` of each reply."""
         if len(replies) != len(tasks):
             raise ValueError(f"got {len(replies)} replies but {len(tasks)} tasks")
-        values, relevance = analyse(
+        values, relevance = features_and_relevance(
             replies, self.dimensions, [t.keyword_set for t in tasks], [self._request(t) for t in tasks]
         )
-        assert relevance is not None
         return values, relevance, (2.0 * values - 1.0) * self._weights
 
     def _gated(self, contributions: np.ndarray, relevance: np.ndarray) -> np.ndarray:

@@ -114,7 +114,7 @@ class WritingAssistantEnv(ConversationEnv):
     Likert 1..5 mapped to ``(rating - 3) / 2``), ``utility``, ``pairwise``, ``critique`` or ``implicit``
     (see :class:`~envs.conversation.ConversationEnv`). ``info["terms"]`` has the noise-free utility term
     of every preference dimension plus ``relevance`` (the topic covered in the draft's own sentences; echoing
-    the request earns nothing, see :func:`envs.features.keyword_relevance`); ``info["feedback"]`` the raw
+    the request earns nothing, see :func:`envs.relevance.keyword_relevance`); ``info["feedback"]`` the raw
     feedback. A style term counts at face value only for a relevant reply (see :mod:`envs.users`).
 
     ## Episode end

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.config import load_config
+from experiments.config_files import load_config
 
 SWEEP = Path(__file__).resolve().parent / "configs" / "sweep.yaml"
 

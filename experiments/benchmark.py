@@ -52,7 +52,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from experiments.config import ConfigError, apply_override, parse_override, read_config_file
+from experiments.config import ConfigError
+from experiments.config_files import apply_override, parse_override, read_config_file
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent / "benchmarks"
 OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
@@ -265,7 +266,7 @@ def _population(config: Any) -> Any:
 
 def trial_metrics(run_dir: Path) -> dict[str, float]:
     """Every benchmark metric of one finished trial, from its ``eval.json``, ``episodes.json`` and ``config.yaml``."""
-    from experiments.config import load_config
+    from experiments.config_files import load_config
 
     report = json.loads((run_dir / "eval.json").read_text())
     if "comparison" not in report:
@@ -446,7 +447,8 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
     from rich.console import Console
 
     from experiments import offline, ray_cluster, sweep
-    from experiments.config import ExperimentConfig, check_tracking
+    from experiments.config import ExperimentConfig
+    from experiments.preflight import check_tracking
 
     console = console or Console()
     if scale not in bench.scales:
@@ -465,9 +467,9 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
         try:
             configs[arm.name] = ExperimentConfig.model_validate(data)
         except ValidationError as exc:
-            from experiments.config import _format_validation_error
+            from experiments.config_files import format_validation_error
 
-            raise ConfigError(f"arm {arm.name}: {_format_validation_error(exc)}") from None
+            raise ConfigError(f"arm {arm.name}: {format_validation_error(exc)}") from None
         if not configs[arm.name].evaluation.enabled:
             raise ConfigError(f"arm {arm.name}: evaluation.enabled must be true: every metric comes from it")
     first = next(iter(configs.values()))

@@ -49,7 +49,7 @@ Results land in runs/<name>/. Every field, method and reward is listed below.
 def run_help() -> str:
     """``attune run --help``: the fields, methods and rewards, generated from the config model and registries."""
     import agents
-    from experiments.config import field_reference
+    from experiments.config_files import field_reference
     from rewards import REWARDS
 
     methods = [agents.describe_method(method) for method in agents.methods()]
@@ -228,7 +228,8 @@ def _guarded(action: Any, config: Path, overrides: Optional[list[str]], debug: b
         sys.path.insert(0, os.getcwd())
 
     def load_and_act() -> None:
-        from experiments.config import check_tracking, load_config
+        from experiments.config_files import load_config
+        from experiments.preflight import check_tracking
 
         experiment = load_config(config, overrides or [])
         check_tracking(experiment)  # before any run, variant or sweep writes its folders

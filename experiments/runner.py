@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from experiments.checkpoints import _checkpoint_step, find_run_to_resume
-from experiments.config import ConfigError, ExperimentConfig, check_prompt_supply, check_tracking, dump_config
+from experiments.config import ConfigError, ExperimentConfig
+from experiments.config_files import dump_config
+from experiments.preflight import check_prompt_supply, check_tracking
 from experiments.report import build_report, print_report
 from experiments.tables import flatten as _flatten
 from experiments.tracking import (

@@ -29,7 +29,8 @@ import typer
 import yaml
 
 from experiments import offline
-from experiments.config import ConfigError, ExperimentConfig, apply_override, dump_config, load_config
+from experiments.config import ConfigError, ExperimentConfig
+from experiments.config_files import apply_override, dump_config, load_config
 from experiments.ray_cluster import ClusterError, start_ray
 from experiments.tables import Column, Table, log_tables_to_wandb
 

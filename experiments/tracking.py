@@ -18,7 +18,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ExperimentConfig, dump_config
+from experiments.config import ExperimentConfig
+from experiments.config_files import dump_config
 
 
 @dataclasses.dataclass

@@ -103,7 +103,7 @@ def test_the_example_metric_reaches_every_output(clean_registries, tmp_path, mon
 
     from rich.console import Console
 
-    from experiments.config import load_config
+    from experiments.config_files import load_config
     from experiments.runner import run
     from experiments.sweep import allowed_metrics, final_metrics
     from experiments.tracking import RunTracker

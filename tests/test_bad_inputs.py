@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 import envs  # noqa: F401  (registers the attune/* ids)
 from experiments.cli import app
-from experiments.config import ConfigError, load_config
+from experiments.config import ConfigError
+from experiments.config_files import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "experiments" / "configs" / "tiny.yaml")

@@ -162,7 +162,7 @@ def test_rllib_dqn_beats_random_on_held_out_users(local_ray, tmp_path):
 
 
 def test_linucb_through_the_runner_is_run_linucb_with_the_config_seed(tmp_path):
-    from experiments.config import load_config
+    from experiments.config_files import load_config
     from experiments.runner import run
 
     config = load_config(None, ["method=linucb", "env.id=attune/TutorDiscrete-v1", "users.n_users=30", "seed=3",
@@ -181,7 +181,7 @@ def test_linucb_through_the_runner_is_run_linucb_with_the_config_seed(tmp_path):
 
 def test_a_baseline_of_your_own_runs_from_the_same_registry(tmp_path, monkeypatch):
     import agents
-    from experiments.config import load_config
+    from experiments.config_files import load_config
     from experiments.runner import run
 
     def train(job):  # always the first response style

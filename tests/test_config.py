@@ -7,7 +7,8 @@ import yaml
 from typer.testing import CliRunner
 
 from experiments.cli import app
-from experiments.config import ConfigError, ExperimentConfig, load_config
+from experiments.config import ConfigError, ExperimentConfig
+from experiments.config_files import load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.yaml"))
 
@@ -95,7 +96,7 @@ def test_cli_prints_one_line_error_and_exits_2(overrides, expected, tmp_path):
 
 
 def _dotted_fields(model, prefix=""):
-    from experiments.config import _section_of
+    from experiments.config_files import _section_of
 
     for name, field in model.model_fields.items():
         nested = _section_of(field.annotation)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from envs.discrete import RESPONSE_STYLES, render_style
-from envs.features import keyword_relevance
+from envs.relevance import keyword_relevance
 from envs.population import UserPopulation
 
 SCENARIOS = ["writing", "support", "tutor", "health"]

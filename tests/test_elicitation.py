@@ -337,7 +337,8 @@ def test_filtered_demonstrations_keep_the_top_returns_and_become_sft_rows():
 
 
 def test_config_passes_question_cost_only_to_elicitation_envs():
-    from experiments.config import ConfigError, load_config
+    from experiments.config import ConfigError
+    from experiments.config_files import load_config
 
     config = load_config(None, [f"env.id={ENV_ID}", "env.question_cost=0.2", "env.max_turns=3", "method=grpo"])
     assert config.env.env_kwargs()["question_cost"] == 0.2

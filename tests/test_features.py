@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from envs.features import LEXICONS, STYLE_DIMENSIONS, keyword_relevance, style_features
+from envs.features import LEXICONS, STYLE_DIMENSIONS, style_features
+from envs.relevance import keyword_relevance
 
 
 def features(text):

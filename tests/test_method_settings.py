@@ -7,7 +7,8 @@ import pytest
 
 import agents
 from agents import MethodSettings, TrainerSettingsError, method_options
-from experiments.config import ConfigError, load_config
+from experiments.config import ConfigError
+from experiments.config_files import load_config
 from experiments.runner import prepare
 
 DISCRETE = "env.id=attune/TutorDiscrete-v1"

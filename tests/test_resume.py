@@ -11,7 +11,8 @@ import pytest
 
 from agents.checkpoints import STAGING_DIR, checkpoint_problem, publish_checkpoint, rotate_complete_checkpoints
 from experiments.checkpoints import find_run_to_resume, newest_complete_checkpoint
-from experiments.config import ConfigError, load_config
+from experiments.config import ConfigError
+from experiments.config_files import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "experiments" / "configs" / "tiny.yaml")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import load_config
+from experiments.config_files import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "experiments" / "configs" / "sweep.yaml"
