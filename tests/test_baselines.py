@@ -12,7 +12,7 @@ import pytest
 
 import envs
 from agents.bandit import LinUCB, run_linucb
-from agents.discrete_eval import make_discrete_env, play, summarize
+from agents.discrete_eval import make_discrete_env, play, score_played
 from experiments import stats
 
 
@@ -177,6 +177,12 @@ def test_linucb_through_the_runner_is_run_linucb_with_the_config_seed(tmp_path):
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["phase"] == "train"]
     assert steps == list(range(3, 61, 3))  # 20 chunks of 3 episodes
+    # report.md and the console show the same table: n episodes, the interval kind, both policies.
+    markdown = (run_dir / "report.md").read_text()
+    assert "n = 20 held-out episodes, 1 seed; ± is the half-width of the 95% Student-t CI." in markdown
+    linucb = stats.mean_interval(direct["held_out"]["linucb"]["rewards"])
+    assert f"| linucb | {stats.format_mean(linucb.value, linucb.half_width)} |" in markdown
+    assert "| uniformly random |" in markdown
 
 
 def test_a_baseline_of_your_own_runs_from_the_same_registry(tmp_path, monkeypatch):
@@ -186,7 +192,7 @@ def test_a_baseline_of_your_own_runs_from_the_same_registry(tmp_path, monkeypatc
 
     def train(job):  # always the first response style
         env = make_discrete_env(job.env_config, split="held_out")
-        first = summarize(play(env, lambda _: 0, list(range(10))))
+        first = score_played(play(env, lambda _: 0, list(range(10))))
         job.log({"reward": first["mean_reward"]}, 1)
         return {"policy": first, "random": first}
 
@@ -197,12 +203,6 @@ def test_a_baseline_of_your_own_runs_from_the_same_registry(tmp_path, monkeypatc
                                     "tracking.wandb=disabled", f"tracking.runs_dir={tmp_path}"]))
     assert result.eval["method"] == "first_style"
     assert result.eval["held_out_reward"] == result.eval["random_reward"]
-    assert set(result.eval["held_out"]["policy"]) == {"mean_reward", "mean_regret", "oracle_action_rate"}
+    assert set(result.eval["held_out"]["policy"]) == {"mean_reward", "mean_regret", "oracle_action_rate", "rewards"}
     with pytest.raises(Exception, match="env.id: method first_style picks response styles"):
         load_config(None, ["method=first_style"])
-    # report.md and the console show the same table: n episodes, the interval kind, both policies.
-    markdown = (run_dir / "report.md").read_text()
-    assert "n = 20 held-out episodes, 1 seed; ± is the half-width of the 95% Student-t CI." in markdown
-    linucb = stats.mean_interval(direct["held_out"]["linucb"]["rewards"])
-    assert f"| linucb | {stats.format_mean(linucb.value, linucb.half_width)} |" in markdown
-    assert "| uniformly random |" in markdown
