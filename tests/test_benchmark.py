@@ -35,7 +35,7 @@ def test_maxmin_is_the_worst_groups_utility():
 
 def _cells(bench, table):
     """Cells as aggregate() makes them, from {(arm, metric, level): [seed values]}."""
-    from experiments.benchmark import aggregate
+    from experiments.benchmark_report import aggregate
 
     trials = []
     for (arm, metric, level), values in table.items():
@@ -49,7 +49,8 @@ def _cells(bench, table):
 
 
 def test_claims_are_decided_on_seed_means_with_their_numbers():
-    from experiments.benchmark import evaluate_claim, load_benchmark, render_markdown
+    from experiments.benchmark_report import evaluate_claim, render_markdown
+    from experiments.benchmark_spec import load_benchmark
 
     bench = load_benchmark("pluralistic")
     arms = [a.name for a in bench.arms]
@@ -90,7 +91,8 @@ def test_claims_are_decided_on_seed_means_with_their_numbers():
 
 
 def test_a_claim_with_missing_values_is_not_evaluated_and_bad_benchmarks_are_one_line(tmp_path):
-    from experiments.benchmark import evaluate_claim, load_benchmark
+    from experiments.benchmark_report import evaluate_claim
+    from experiments.benchmark_spec import load_benchmark
     from experiments.config import ConfigError
 
     bench = load_benchmark("pluralistic")
