@@ -70,9 +70,10 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
     for arm in arms:
         data = arm_config_data(bench, arm, scale, overrides)
         data.pop("sweep", None)
-        data["sweep"] = {"space": space, "seeds": seeds, "metric": "win_rate", "mode": "max",
+        seeded = {"seeds": seeds} if bench.seed_key == "seed" else {"space": {**space, bench.seed_key: {"grid": seeds}}}
+        data["sweep"] = {"space": space, "metric": "win_rate", "mode": "max",
                          "max_concurrent": bench.scales[scale].max_concurrent,
-                         "trial_cpus": bench.scales[scale].trial_cpus}
+                         "trial_cpus": bench.scales[scale].trial_cpus, **seeded}
         try:
             configs[arm.name] = ExperimentConfig.model_validate(data)
         except ValidationError as exc:
@@ -116,7 +117,7 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
             except sweep.TrialsFailed as exc:
                 rows = exc.rows
             for row in rows:
-                trial = {"arm": arm.name, "levels": _trial_levels(row, bench), "seed": row.get("seed"),
+                trial = {"arm": arm.name, "levels": _trial_levels(row, bench), "seed": row.get(bench.seed_key),
                          "status": row["status"], "trial": row["trial"], "run_dir": row.get("run_dir")}
                 if row.get("error"):
                     trial["error"] = row["error"]

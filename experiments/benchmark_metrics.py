@@ -209,3 +209,58 @@ def majority_minority_gap(trial: Trial) -> float:
     order = sorted(range(len(groups)), key=lambda i: (-groups[i][1], i))
     rates = trial.value("win_rate")
     return rates.get(groups[order[0]][0], math.nan) - rates.get(groups[order[-1]][0], math.nan)
+
+
+# --- population -----------------------------------------------------------------------------------------
+
+evaluation_metric("mean_utility", key="persona_score", label="persona score (the user's hidden utility)")
+
+
+def _win_rate_against(trial: Trial, reference: Callable[[Any, Any, np.ndarray], int], which: str = "after") -> float:
+    """Mean over conversations of the user's Bradley-Terry probability of preferring the policy's first reply to
+    the candidate that ``reference(user, task, candidate utilities)`` picks among the task's K candidates
+    (``which``: the trained policy's replies, ``after``, or the base policy's, ``before``)."""
+    from envs.choices import candidate_replies
+
+    probabilities = []
+    for user, task, reply, _ in trial.first_replies(which):
+        candidates = list(candidate_replies(task))
+        utilities = user.utility([reply, *candidates], [task] * (len(candidates) + 1))
+        best = reference(user, task, utilities[1:])
+        probabilities.append(float(user.choice_probability(utilities[0], utilities[1 + best])))
+    return float(np.mean(probabilities)) if probabilities else math.nan
+
+
+@trial_metric("win_rate_vs_best_of_k", "win rate vs the user's best of K", chance=0.5)
+def win_rate_vs_best_of_k(trial: Trial) -> float:
+    """Against the candidate the user likes best of the K (PersonalLLM's "win rate vs best response")."""
+    return _win_rate_against(trial, lambda user, task, utilities: int(np.argmax(utilities)))
+
+
+@trial_metric("win_rate_vs_top_candidate", "win rate vs the everyone's-best candidate", chance=0.5)
+def win_rate_vs_top_candidate(trial: Trial, which: str = "after") -> float:
+    """Against the candidate the training users like best on average: what one reward model for everyone would
+    pick (PersonalLLM's "win rate vs GPT-4o", the strongest single model's reply)."""
+    population = trial.population
+
+    def everyones_best(user: Any, task: Any, utilities: np.ndarray) -> int:
+        return _everyones_best(population, task)
+
+    return _win_rate_against(trial, everyones_best, which)
+
+
+@trial_metric("base_win_rate_vs_top_candidate", "zero-shot (base policy) win rate vs the everyone's-best candidate",
+              chance=0.5)
+def base_win_rate_vs_top_candidate(trial: Trial) -> float:
+    """The same for the base policy on the same conversations: every trial's zero-shot, paired with its arm."""
+    return win_rate_vs_top_candidate(trial, which="before")
+
+
+@functools.lru_cache(maxsize=4096)
+def _everyones_best(population: Any, task: Any) -> int:
+    from envs.choices import candidate_replies
+
+    candidates = list(candidate_replies(task))
+    mean = np.mean([population.simulated_user(u.user_id).utility(candidates, [task] * len(candidates))
+                    for u in population.train_users], axis=0)
+    return int(np.argmax(mean))

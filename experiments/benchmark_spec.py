@@ -12,6 +12,7 @@ A benchmark is a YAML file in ``experiments/benchmarks/`` (or any path)::
     factors:                         # crossed with the arms; one config key each, with named levels
       ratio: {label: "majority:minority", key: users.groups.0.share, levels: {"1:1": 1.0, "10:1": 10.0}}
     seeds: [0, 1, 2]
+    seed_key: seed                   # the config key a seed sets (users.seed: each seed draws other users)
     scales:                          # --scale NAME: seeds, levels, arms, trials at once, and keys set on the base
       smoke: {seeds: [0, 1], levels: {ratio: ["1:1", "10:1"]}, max_concurrent: 2, set: {policy.model: tiny-random}}
       paper: {set: {}}
@@ -117,6 +118,8 @@ class Benchmark(_Strict):
     arms: list[Arm] = Field(min_length=1)
     factors: dict[str, Factor] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seed_key: str = Field("seed", description="the config key each seed sets: the run's seed (training), or e.g. "
+                          "users.seed for training-free arms, whose replicates are other users")
     scales: dict[str, Scale] = Field(default_factory=lambda: {"paper": Scale()})
     metrics: list[str] = Field(min_length=1)
     published: dict[str, dict[str, str]] = Field(default_factory=dict)
