@@ -116,11 +116,16 @@ class Trial:
                 for e in self.episodes[which]]
 
     def value(self, key: str) -> Any:
-        """A declared metric's value for this trial, computed once (``{group: value}`` for a group metric)."""
+        """A declared trial metric's value for this trial, computed once."""
         if key not in self._values:
-            metric = TRIAL_METRICS.get(key) or GROUP_METRICS[key.partition(":")[0]]
-            self._values[key] = metric.compute(self)
+            self._values[key] = TRIAL_METRICS[key].compute(self)
         return self._values[key]
+
+    def by_group(self, key: str) -> dict[str, float]:
+        """A declared group metric's ``{group: value}`` for this trial, computed once."""
+        if f"{key}:" not in self._values:
+            self._values[f"{key}:"] = GROUP_METRICS[key].compute(self)
+        return self._values[f"{key}:"]
 
 
 _POPULATIONS: dict[str, Any] = {}
@@ -157,7 +162,7 @@ def trial_metrics(run_dir: Path, names: list[str]) -> dict[str, float]:
     for name in names:
         head, sep, group = name.partition(":")
         if sep:
-            out[name] = float(trial.value(head).get(group, math.nan))
+            out[name] = float(trial.by_group(head).get(group, math.nan))
         else:
             out[name] = float(trial.value(name))
     if any(":" in name for name in names):
@@ -196,7 +201,7 @@ def group_mean_utilities(trial: Trial) -> dict[str, float]:
 
 @trial_metric("worst_group_win_rate", "worst group's win rate vs base", chance=0.5)
 def worst_group_win_rate(trial: Trial) -> float:
-    rates = [trial.value("win_rate").get(name, math.nan) for name, _ in trial.groups]
+    rates = [trial.by_group("win_rate").get(name, math.nan) for name, _ in trial.groups]
     return float(min(rates)) if rates and not any(math.isnan(r) for r in rates) else math.nan
 
 
@@ -207,7 +212,7 @@ def majority_minority_gap(trial: Trial) -> float:
     if len(groups) < 2:
         return math.nan
     order = sorted(range(len(groups)), key=lambda i: (-groups[i][1], i))
-    rates = trial.value("win_rate")
+    rates = trial.by_group("win_rate")
     return rates.get(groups[order[0]][0], math.nan) - rates.get(groups[order[-1]][0], math.nan)
 
 

@@ -107,6 +107,45 @@ def test_a_claim_with_missing_values_is_not_evaluated_and_bad_benchmarks_are_one
         load_benchmark(str(bad))
 
 
+def test_trial_metrics_from_a_run_folder_per_group_worst_group_and_gap(tmp_path):
+    """A hand-made run folder: the trained policy answers briefly, the base policy at length; the brief group
+    (the majority, share 3) prefers the trained reply, the verbose group the base one."""
+    from experiments.benchmark_metrics import trial_metrics
+    from experiments.config import dump_config, load_config
+    from experiments.runner import _population
+
+    config = load_config(REPO / "experiments" / "configs" / "tiny.yaml", [
+        "users.n_users=16", "env.noise=0.0",
+        "users.groups=[{name: brief, share: 3, preference_center: {brevity: 1.0}, spread: 0.0}, "
+        "{name: verbose, share: 1, preference_center: {brevity: -1.0}, spread: 0.0}]"])
+    population = _population(config)
+    users = [u for u in population.held_out_users]
+    assert {u.group for u in users} == {"brief", "verbose"}
+
+    def episode(user, reply):
+        return {"user_id": user.user_id, "group": user.group, "task_id": "write-000", "replies": [reply]}
+
+    (tmp_path / "config.yaml").write_text(dump_config(config))
+    (tmp_path / "episodes.json").write_text(json.dumps({"before": [episode(u, REPLY_30_WORDS) for u in users],
+                                                        "after": [episode(u, REPLY_14_WORDS) for u in users]}))
+    by_group = {"brief": {"mean": 1.2}, "verbose": {"mean": 0.7}}
+    (tmp_path / "eval.json").write_text(json.dumps({"after": {"mean_utility": 1.0, "by_group": by_group},
+                                                    "comparison": {"win_rate": 0.6, "improvement": 0.1}}))
+    names = ["win_rate", "win_rate:brief", "win_rate:verbose", "worst_group_win_rate", "majority_minority_gap",
+             "mean_utility:verbose", "improvement"]
+    out = trial_metrics(tmp_path, names)
+    assert out["win_rate"] == 0.6 and out["improvement"] == 0.1 and out["mean_utility:verbose"] == 0.7  # eval.json's
+    user = population.simulated_user(users[0].user_id, noise=0.0)
+    task = population.task("write-000")
+    short, long = user.utility([REPLY_14_WORDS, REPLY_30_WORDS], [task, task])
+    p_brief = float(user.choice_probability(short, long)) if users[0].group == "brief" else 1 - float(user.choice_probability(short, long))
+    assert out["win_rate:brief"] == pytest.approx(p_brief) and p_brief > 0.5
+    assert out["win_rate:verbose"] == pytest.approx(1 - p_brief)  # the mirror image: weights -1 instead of +1
+    assert out["worst_group_win_rate"] == pytest.approx(1 - p_brief)
+    assert out["majority_minority_gap"] == pytest.approx(2 * p_brief - 1)
+    assert out["n:brief"] + out["n:verbose"] == len(users)
+
+
 @pytest.mark.slow
 def test_pluralistic_smoke_through_the_cli(attune_cli, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_TMPDIR": f"/tmp/ray-bench-{os.getpid()}"}
