@@ -65,7 +65,9 @@ class TrainedPolicy:
     """What a method hands back: the model, and how to talk to each user with it.
 
     ``system_prompt_for(user_id, messages)`` gives a system message to put before the conversation (prompting);
-    ``adapter_for(user_id)`` names the LoRA adapter to activate for that user (per-group/per-user SFT).
+    ``adapter_for(user_id)`` names the LoRA adapter to activate for that user (per-group/per-user SFT);
+    ``choose_reply(user_id, messages, candidates)`` with ``candidates > 1`` answers with the best of that many
+    sampled replies, by the index it returns (reranking).
     """
 
     model: Any
@@ -75,6 +77,22 @@ class TrainedPolicy:
     """Files to save beside the model: name -> JSON-serializable data."""
     save_model: bool = True
     """False where the weights are the base model's, unchanged (prompting): nothing to save twice."""
+    choose_reply: Any = None
+    candidates: int = 1
+
+    def replies(self, generate: Callable[[list[list[dict[str, str]]]], list[str]], user_ids: list[str],
+                conversations: list[list[dict[str, str]]]) -> list[str]:
+        """One reply per conversation from ``generate(conversations)``; with reranking, ``candidates`` replies are
+        sampled for each (in one batch) and ``choose_reply`` picks one."""
+        if self.choose_reply is None or self.candidates <= 1:
+            return generate(conversations)
+        k = self.candidates
+        sampled = generate([c for c in conversations for _ in range(k)])
+        chosen = []
+        for i, (user_id, messages) in enumerate(zip(user_ids, conversations)):
+            options = sampled[i * k:(i + 1) * k]
+            chosen.append(options[self.choose_reply(user_id, messages, options)])
+        return chosen
 
     def conversation(self, user_id: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         if self.system_prompt_for is None:
@@ -292,6 +310,8 @@ METHODS: dict[str, Method | str] = {
     "online_dpo": "agents.online_dpo:METHOD",
     "sft": "agents.sft:METHOD",
     "prompting": "agents.prompting:METHOD",
+    "kshot": "agents.kshot:METHOD",
+    "fit_rerank": "agents.rerank:METHOD",
     "linucb": "agents.bandit:METHOD",
     "rllib_ppo": "agents.rllib:PPO_METHOD",
     "rllib_dqn": "agents.rllib:DQN_METHOD",

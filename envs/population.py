@@ -1,4 +1,13 @@
-"""Populations of simulated users: seeded preference groups, traits, the users' own texts, a held-out split."""
+"""Populations of simulated users: seeded preference groups, traits, the users' own texts, a held-out split.
+
+Users come from preference groups (a centre plus Gaussian spread, the default) or, with ``dirichlet_alpha``,
+from a Dirichlet mixture in the manner of PersonalLLM (Zollo et al., ICLR 2025), which draws each simulated
+user as a Dirichlet-weighted blend of reward models: here the "reward models" are the 2·D archetypal users
+who each want one of the scenario's D style dimensions at one end (more brevity, less brevity, ...). A
+user's mixture ``p ~ Dirichlet(alpha)`` over those 2·D archetypes gives the weight ``w_d = p_{d+} - p_{d-}``.
+Small ``alpha`` makes most users lean on one archetype (strong, diverse preferences); large ``alpha`` blends
+them all into mild, similar users.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,10 @@ from envs.scenarios import Task, UserGroup, get_scenario
 from envs.style_text import phrase_request, write_in_style
 from envs.users import HISTORY_REQUESTS, SimulatedUser, UserProfile
 
+DIRICHLET_GROUP = "dirichlet"
+"""The one group of a population drawn with ``dirichlet_alpha``."""
+
+
 class UserPopulation:
     """A seeded population of simulated users in preference groups, with a held-out split.
 
@@ -20,6 +33,9 @@ class UserPopulation:
         held_out_fraction: share of each group kept for evaluation only (never used in training).
         seed: the same seed gives the same users, weights, traits, histories and split.
         groups: override the scenario's preference groups.
+        dirichlet_alpha: draw each user's weights from a Dirichlet(alpha) mixture of the style dimensions'
+            archetypes (see the module docstring) instead of from groups; the users form one group,
+            ``dirichlet``. Cannot be combined with ``groups``.
 
     >>> population = UserPopulation("writing", n_users=20, seed=0)
     >>> len(population.train_users), len(population.held_out_users)
@@ -35,6 +51,7 @@ class UserPopulation:
         held_out_fraction: float = 0.2,
         seed: int = 0,
         groups: Sequence[UserGroup] | None = None,
+        dirichlet_alpha: float | None = None,
     ) -> None:
         if n_users < 2:
             raise ValueError(f"n_users must be at least 2 (one train, one held-out), got {n_users}")
@@ -42,6 +59,14 @@ class UserPopulation:
             raise ValueError(f"held_out_fraction must be strictly between 0 and 1, got {held_out_fraction}")
         self.scenario = get_scenario(scenario)
         self.scenario_name = scenario
+        self.dirichlet_alpha = dirichlet_alpha
+        if dirichlet_alpha is not None:
+            if not dirichlet_alpha > 0:
+                raise ValueError(f"dirichlet_alpha must be > 0, got {dirichlet_alpha}")
+            if groups is not None:
+                raise ValueError("dirichlet_alpha draws every user from one Dirichlet mixture, so groups would be "
+                                 "ignored; set users.groups or users.dirichlet_alpha, not both")
+            groups = (UserGroup(DIRICHLET_GROUP, 1.0, {}, spread=0.0),)
         self.groups = tuple(groups) if groups is not None else self.scenario.groups
         if not self.groups:
             raise ValueError("a population needs at least one group")
@@ -78,8 +103,12 @@ class UserPopulation:
 
     def _sample_user(self, index: int, group: UserGroup, rng: np.random.Generator) -> UserProfile:
         dimensions = self.scenario.dimensions
-        center = np.array([group.preference_center.get(d, 0.0) for d in dimensions])
-        weights = center + rng.normal(0.0, group.spread, size=center.shape)
+        if self.dirichlet_alpha is not None:
+            mixture = rng.dirichlet(np.full(2 * len(dimensions), self.dirichlet_alpha))
+            weights = mixture[: len(dimensions)] - mixture[len(dimensions):]
+        else:
+            center = np.array([group.preference_center.get(d, 0.0) for d in dimensions])
+            weights = center + rng.normal(0.0, group.spread, size=center.shape)
         traits: dict[str, Any] = {"age_band": str(rng.choice(["18-29", "30-44", "45-64", "65+"]))}
         for trait, distribution in self.scenario.traits.items():
             values = list(distribution)

@@ -226,6 +226,10 @@ class UserSettings(_Section):
     groups: list[GroupSettings] | None = Field(
         None, min_length=1, description="preference clusters replacing the scenario's own (e.g. a majority and a minority)"
     )
+    dirichlet_alpha: float | None = Field(
+        None, gt=0.0, description="draw each user's weights from a Dirichlet(alpha) mixture of the style dimensions' "
+        "archetypes (PersonalLLM-style; small alpha = strong, diverse users) instead of from groups",
+    )
 
     @field_validator("groups")
     @classmethod

@@ -129,16 +129,20 @@ def run_episodes(
                 by_adapter.setdefault(key, []).append(episode)
             for k, (_, episodes) in enumerate(sorted(by_adapter.items(), key=lambda item: str(item[0]))):
                 policy.activate(episodes[0]["result"].user_id)
-                replies = generate_replies(
-                    policy.model,
-                    tokenizer,
+                replies = policy.replies(  # a reranking policy samples several and picks one
+                    lambda conversations, k=k: generate_replies(
+                        policy.model,
+                        tokenizer,
+                        conversations,
+                        max_new_tokens=max_new_tokens,
+                        temperature=temperature,
+                        top_p=top_p,
+                        batch_size=batch_size,
+                        seed=derive_seed(seed, "generate", turn, k),
+                        progress=lambda n: progress.advance(task, n),
+                    ),
+                    [e["result"].user_id for e in episodes],
                     [policy.conversation(e["result"].user_id, e["messages"]) for e in episodes],
-                    max_new_tokens=max_new_tokens,
-                    temperature=temperature,
-                    top_p=top_p,
-                    batch_size=batch_size,
-                    seed=derive_seed(seed, "generate", turn, k),
-                    progress=lambda n: progress.advance(task, n),
                 )
                 for episode, reply in zip(episodes, replies):
                     _, reward, terminated, truncated, info = episode["env"].step(reply)

@@ -353,4 +353,5 @@ def _population(config: ExperimentConfig) -> Any:
         held_out_fraction=config.users.held_out_fraction,
         seed=config.users.seed,
         groups=groups,
+        dirichlet_alpha=config.users.dirichlet_alpha,
     )

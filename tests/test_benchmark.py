@@ -35,7 +35,7 @@ def test_maxmin_is_the_worst_groups_utility():
 
 def _cells(bench, table):
     """Cells as aggregate() makes them, from {(arm, metric, level): [seed values]}."""
-    from experiments.benchmark import aggregate
+    from experiments.benchmark_report import aggregate
 
     trials = []
     for (arm, metric, level), values in table.items():
@@ -49,7 +49,8 @@ def _cells(bench, table):
 
 
 def test_claims_are_decided_on_seed_means_with_their_numbers():
-    from experiments.benchmark import evaluate_claim, load_benchmark, render_markdown
+    from experiments.benchmark_report import evaluate_claim, render_markdown
+    from experiments.benchmark_spec import load_benchmark
 
     bench = load_benchmark("pluralistic")
     arms = [a.name for a in bench.arms]
@@ -90,7 +91,8 @@ def test_claims_are_decided_on_seed_means_with_their_numbers():
 
 
 def test_a_claim_with_missing_values_is_not_evaluated_and_bad_benchmarks_are_one_line(tmp_path):
-    from experiments.benchmark import evaluate_claim, load_benchmark
+    from experiments.benchmark_report import evaluate_claim
+    from experiments.benchmark_spec import load_benchmark
     from experiments.config import ConfigError
 
     bench = load_benchmark("pluralistic")
@@ -103,6 +105,45 @@ def test_a_claim_with_missing_values_is_not_evaluated_and_bad_benchmarks_are_one
     bad.write_text("name: x\nbase: {}\narms: [{name: a}]\nmetrics: [accuracy]\n")
     with pytest.raises(ConfigError, match="metrics: unknown metric 'accuracy'"):
         load_benchmark(str(bad))
+
+
+def test_trial_metrics_from_a_run_folder_per_group_worst_group_and_gap(tmp_path):
+    """A hand-made run folder: the trained policy answers briefly, the base policy at length; the brief group
+    (the majority, share 3) prefers the trained reply, the verbose group the base one."""
+    from experiments.benchmark_metrics import trial_metrics
+    from experiments.config_files import dump_config, load_config
+    from experiments.runner import _population
+
+    config = load_config(REPO / "experiments" / "configs" / "tiny.yaml", [
+        "users.n_users=16", "env.noise=0.0",
+        "users.groups=[{name: brief, share: 3, preference_center: {brevity: 1.0}, spread: 0.0}, "
+        "{name: verbose, share: 1, preference_center: {brevity: -1.0}, spread: 0.0}]"])
+    population = _population(config)
+    users = [u for u in population.held_out_users]
+    assert {u.group for u in users} == {"brief", "verbose"}
+
+    def episode(user, reply):
+        return {"user_id": user.user_id, "group": user.group, "task_id": "write-000", "replies": [reply]}
+
+    (tmp_path / "config.yaml").write_text(dump_config(config))
+    (tmp_path / "episodes.json").write_text(json.dumps({"before": [episode(u, REPLY_30_WORDS) for u in users],
+                                                        "after": [episode(u, REPLY_14_WORDS) for u in users]}))
+    by_group = {"brief": {"mean": 1.2}, "verbose": {"mean": 0.7}}
+    (tmp_path / "eval.json").write_text(json.dumps({"after": {"mean_utility": 1.0, "by_group": by_group},
+                                                    "comparison": {"win_rate": 0.6, "improvement": 0.1}}))
+    names = ["win_rate", "win_rate:brief", "win_rate:verbose", "worst_group_win_rate", "majority_minority_gap",
+             "mean_utility:verbose", "improvement"]
+    out = trial_metrics(tmp_path, names)
+    assert out["win_rate"] == 0.6 and out["improvement"] == 0.1 and out["mean_utility:verbose"] == 0.7  # eval.json's
+    user = population.simulated_user(users[0].user_id, noise=0.0)
+    task = population.task("write-000")
+    short, long = user.utility([REPLY_14_WORDS, REPLY_30_WORDS], [task, task])
+    p_brief = float(user.choice_probability(short, long)) if users[0].group == "brief" else 1 - float(user.choice_probability(short, long))
+    assert out["win_rate:brief"] == pytest.approx(p_brief) and p_brief > 0.5
+    assert out["win_rate:verbose"] == pytest.approx(1 - p_brief)  # the mirror image: weights -1 instead of +1
+    assert out["worst_group_win_rate"] == pytest.approx(1 - p_brief)
+    assert out["majority_minority_gap"] == pytest.approx(2 * p_brief - 1)
+    assert out["n:brief"] + out["n:verbose"] == len(users)
 
 
 @pytest.mark.slow

@@ -22,8 +22,12 @@ SMALL_TRAINER = {
     "online_dpo": "{max_steps: 2, per_device_train_batch_size: 2, max_new_tokens: 8}",
     "sft": "{max_steps: 2}",
     "prompting": "{}",
+    "kshot": "{}",
+    "fit_rerank": "{}",
 }
-METHOD_SETTINGS = {"dpo": "{rounds: 1, max_new_tokens: 8}", "prompting": "{profile: stated, retrieval_k: 1}"}
+METHOD_SETTINGS = {"dpo": "{rounds: 1, max_new_tokens: 8}", "prompting": "{profile: stated, retrieval_k: 1}",
+                   "fit_rerank": "{k: 2, candidates: 2}"}
+TRAINING_FREE = ("prompting", "kshot", "fit_rerank")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,7 @@ def test_methods_table_is_written(methods_run):
     assert (methods_run / "plots" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("sft", "prompting")])
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "sft" and m not in TRAINING_FREE])
 def test_weight_training_methods_changed_the_weights(methods_run, method):
     # A smoke check of the CLI path (the saved checkpoint is the trained one); whether the change is
     # learning is tests/test_learning.py's question.
