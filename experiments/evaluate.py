@@ -184,12 +184,20 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[list[int]], 
                           batch_size: int = 8, temperatures: Sequence[float] = (1.0,)) -> list[np.ndarray]:
     """Per (prompt, continuation) pair of token-id lists: the log-probability of each continuation token given
     everything before it, one row per temperature (``log_softmax(logits / temperature)``): ``(len(temperatures),
-    len(continuation))`` arrays. Batched with right padding (the causal mask keeps padding out of every real token)."""
+    len(continuation))`` arrays.
+
+    Batched with left padding (position ids from the attention mask, as generation numbers them), so every
+    continuation ends its row and only the last positions go through the output layer: with a 49k-token
+    vocabulary that layer, not the model, is most of the cost of scoring a short text.
+    """
     import torch
+
+    from agents.policy import left_pad
 
     if len(prompts) != len(continuations):
         raise ValueError("one continuation per prompt")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if any(not prompt for prompt in prompts):
+        raise ValueError("a continuation needs a prompt of at least one token to be scored after")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -198,25 +206,24 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[list[int]], 
         with torch.no_grad():
             for start in range(0, len(prompts), batch_size):
                 pairs = list(zip(prompts[start:start + batch_size], continuations[start:start + batch_size]))
-                width = max(len(p) + len(c) for p, c in pairs)
-                input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-                attention = torch.zeros((len(pairs), width), dtype=torch.long)
-                for i, (prompt, continuation) in enumerate(pairs):
-                    sequence = list(prompt) + list(continuation)
-                    input_ids[i, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-                    attention[i, :len(sequence)] = 1
-                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-                for i, (prompt, continuation) in enumerate(pairs):
-                    if not prompt:
-                        raise ValueError("a continuation needs a prompt of at least one token to be scored after")
-                    # Position k's logits predict token k + 1: the continuation's tokens are predicted from
-                    # positions len(prompt) - 1 ... len(prompt) + len(continuation) - 2.
-                    rows = logits[i, len(prompt) - 1:len(prompt) + len(continuation) - 1].float()
+                padded = left_pad(tokenizer, [list(p) + list(c) for p, c in pairs])
+                attention = padded["attention_mask"]
+                positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                # Position k's logits predict token k + 1: a continuation of n tokens is predicted from the n
+                # positions before the row's last one.
+                keep = max(len(c) for _, c in pairs) + 1
+                logits = model(input_ids=padded["input_ids"].to(device), attention_mask=attention.to(device),
+                               position_ids=positions.to(device), logits_to_keep=keep).logits
+                for i, (_, continuation) in enumerate(pairs):
+                    if not continuation:
+                        scored.append(np.zeros((len(temperatures), 0)))
+                        continue
+                    rows = logits[i, keep - 1 - len(continuation):keep - 1].float()
                     target = torch.tensor(list(continuation), dtype=torch.long, device=rows.device)[:, None]
                     scored.append(np.stack([
                         torch.log_softmax(rows / t, dim=-1).gather(-1, target).squeeze(-1).cpu().numpy()
                         for t in temperatures
-                    ]).astype(np.float64) if continuation else np.zeros((len(temperatures), 0)))
+                    ]).astype(np.float64))
     finally:
         model.train(was_training)
     return scored
