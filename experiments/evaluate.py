@@ -201,11 +201,13 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[list[int]], 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    # Batches of similar lengths waste little on padding; the results go back in the order given.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(continuations[i]))
     scored: list[np.ndarray] = []
     try:
         with torch.no_grad():
-            for start in range(0, len(prompts), batch_size):
-                pairs = list(zip(prompts[start:start + batch_size], continuations[start:start + batch_size]))
+            for start in range(0, len(order), batch_size):
+                pairs = [(prompts[i], continuations[i]) for i in order[start:start + batch_size]]
                 padded = left_pad(tokenizer, [list(p) + list(c) for p, c in pairs])
                 attention = padded["attention_mask"]
                 positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -226,7 +228,10 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[list[int]], 
                     ]).astype(np.float64))
     finally:
         model.train(was_training)
-    return scored
+    in_order: list[np.ndarray] = [np.zeros((len(temperatures), 0))] * len(prompts)
+    for i, row in zip(order, scored):
+        in_order[i] = row
+    return in_order
 
 
 def text_ids(tokenizer: Any, text: str) -> list[int]:
