@@ -388,8 +388,9 @@ def mean_reply_words(results: list[EpisodeResult]) -> float:
 
 
 # The text metrics: model scores from score_texts (absent where evaluation.text_metrics is off) and the replies'
-# diversity. Perplexities are exp of a mean negative log-likelihood per token; their interval is the t interval
-# of that mean log-perplexity, exponentiated (so it is asymmetric).
+# diversity. Not sweep metrics (a trial with text_metrics off would not report them); eval.json has them.
+# Perplexities are exp of a mean negative log-likelihood per token; their interval is the t interval of that
+# mean log-perplexity, exponentiated (so it is asymmetric).
 
 
 def _scored(results: list[EpisodeResult]) -> list[EpisodeResult]:
@@ -406,7 +407,8 @@ def _perplexity(log_perplexities: Sequence[float], what: str) -> stats.Estimate 
 
 
 @metrics.policy_metric(
-    "reply_perplexity", "base model's perplexity of the replies", show="interval", higher_is_better=False)
+    "reply_perplexity", "base model's perplexity of the replies", show="interval", higher_is_better=False,
+    sweep=False)
 def reply_perplexity(results: list[EpisodeResult]) -> stats.Estimate | None:
     """Fluency: the base model's perplexity of the policy's replies given the conversation, per conversation
     (exp of its mean token NLL over all its replies); the value is their geometric mean."""
@@ -415,7 +417,8 @@ def reply_perplexity(results: list[EpisodeResult]) -> stats.Estimate | None:
                        "of the mean log-perplexity per conversation, exponentiated")
 
 
-@metrics.policy_metric("kl_to_base", "KL to the base policy (nats per reply)", show="mean", higher_is_better=False)
+@metrics.policy_metric("kl_to_base", "KL to the base policy (nats per reply)", show="mean", higher_is_better=False,
+                       sweep=False)
 def kl_to_base(results: list[EpisodeResult]) -> dict[str, Any] | None:
     """A Monte-Carlo estimate of KL(policy || base) on the policy's own sampled replies: the mean over replies of
     the sum over their tokens of log π_policy - log π_base (t interval over conversations, each contributing
