@@ -188,6 +188,7 @@ def test_a_tiny_run_reports_the_text_metrics_and_keeps_every_other_number(tmp_pa
     """On: the metrics in eval.json, episodes.json and report.md; off: none of them, and every other number equal."""
     from rich.console import Console
 
+    from experiments import eval_cache
     from experiments.config import load_config
     from experiments.runner import run
 
@@ -201,6 +202,11 @@ def test_a_tiny_run_reports_the_text_metrics_and_keeps_every_other_number(tmp_pa
         episodes[text_metrics] = json.loads((result.run_dir / "episodes.json").read_text())
         if text_metrics:
             markdown = (result.run_dir / "report.md").read_text()
+            # The base policy's scores are cached with its evaluation: a run that reuses it reports them too.
+            cached = eval_cache.load(eval_cache.cache_key(config))
+            assert [e["reply_base_logprob"] for e in cached["episodes"]] == [
+                e["reply_base_logprob"] for e in episodes[True]["before"]]
+            assert all(e["reply_base_logprob"] is not None for e in cached["episodes"])
     on, off = reports[True], reports[False]
     for side in ("before", "after"):
         assert all(key in on[side] for key in (*TEXT_KEYS, "distinct_1", "distinct_2", "kl_to_base_per_token"))
