@@ -20,7 +20,7 @@ from typing import Any
 
 # Settings that change the base policy's replies or their scores (not: whether to evaluate, curves).
 _EVALUATION_FIELDS = ("prompts", "max_new_tokens", "temperature", "top_p", "batch_size", "seed", "noise_seeds",
-                      "balance_groups")
+                      "balance_groups", "text_metrics")
 _ROOT = Path(__file__).resolve().parents[1]
 _CODE = (*sorted((_ROOT / "envs").rglob("*.py")), _ROOT / "experiments" / "evaluate.py", _ROOT / "agents" / "policy.py",
          _ROOT / "agents" / "rollouts.py", _ROOT / "agents" / "__init__.py", Path(__file__))

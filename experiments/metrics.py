@@ -8,10 +8,11 @@ A metric is a function decorated where it is computed (the built-ins are in :mod
   (one value: the trained policy against the base policy).
 
 The function returns a number, a :class:`~experiments.stats.Estimate` (stored as ``key`` plus
-``<prefix>ci95``, ``<prefix>ci_low``, ``<prefix>ci_high``, ``<prefix>interval``, ``<prefix>n``), or a dict of
-fields when it needs more. From the declaration alone the metric lands in ``eval.json``, the run's console
-table and ``report.md`` (one row, in declaration order), the W&B summary (``after/<key>``,
-``comparison/<key>``...), the caption's list of interval kinds, and the metrics ``attune sweep`` can sort by.
+``<prefix>ci95``, ``<prefix>ci_low``, ``<prefix>ci_high``, ``<prefix>interval``, ``<prefix>n``), a dict of
+fields when it needs more, or None where the evaluation did not measure it (no fields, no row). From the
+declaration alone the metric lands in ``eval.json``, the run's console table and ``report.md`` (one row, in
+declaration order), the W&B summary (``after/<key>``, ``comparison/<key>``...), the caption's list of interval
+kinds, and the metrics ``attune sweep`` can sort by.
 """
 
 from __future__ import annotations
@@ -146,7 +147,9 @@ def compute(scope: str, data: Any) -> dict[str, Any]:
     """Every metric of ``scope`` computed on ``data`` (episodes, or a ``Paired``), as ``eval.json`` fields."""
     out: dict[str, Any] = {}
     for metric in declared(scope):
-        out |= metric.fields(metric.compute(data))
+        value = metric.compute(data)
+        if value is not None:  # None: not measured in this evaluation (e.g. text metrics turned off)
+            out |= metric.fields(value)
     return out
 
 

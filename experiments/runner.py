@@ -154,6 +154,17 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
                 seed=seed, description=description, **episode_options,
             )
 
+        text_seconds = 0.0
+
+        def score(policy: Any, episodes: list[evaluate.EpisodeResult], base: Any = None) -> None:
+            """The text metrics' model scores (evaluation.text_metrics), timed: they must stay cheap."""
+            nonlocal text_seconds
+            if settings.text_metrics:
+                scoring_started = time.perf_counter()
+                evaluate.score_texts(policy, tokenizer, episodes, population, base=base,
+                                     temperature=settings.temperature, batch_size=settings.batch_size)
+                text_seconds += time.perf_counter() - scoring_started
+
         before = None
         seed_means: list[float] = []
         saved = None
@@ -172,6 +183,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             seed_means = saved["seed_means"]
         elif settings.enabled:
             before = play(model, settings.seed, "evaluating base policy")
+            score(model, before)
             seed_means.append(evaluate.summarize(before)["mean_utility"])
             seed_scores = [[r.score for r in before]]
             for k in range(settings.noise_seeds):
@@ -246,6 +258,9 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             report["rewards"] = reward_summaries
         if settings.enabled and before is not None:
             after = play(trained, settings.seed, "evaluating trained policy")
+            score(trained, after, base=evaluate.base_model(trained, lambda: load_policy(config.policy.model)[0]))
+            if settings.text_metrics:
+                report["text_metrics_seconds"] = text_seconds
             report["before"] = evaluate.summarize(before)
             report["after"] = evaluate.summarize(after)
             report["comparison"] = evaluate.compare(before, after, population, settings.seed, config.env.noise)

@@ -1,0 +1,227 @@
+"""The text metrics (evaluation.text_metrics): distinct-n by hand, the model scores against direct computations
+with the model, the KL to the base policy, and a tiny run whose eval.json and report.md carry them."""
+
+import copy
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents import TrainedPolicy
+from agents.policy import chat_prompt_ids, generate_replies, load_policy
+from envs.population import UserPopulation
+from experiments import evaluate, metrics
+from experiments.evaluate import EpisodeResult
+
+TINY = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tiny.yaml"
+TEXT_KEYS = ("reply_perplexity", "kl_to_base", "user_text_perplexity")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer, _ = load_policy("tiny-random")
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def population():
+    return UserPopulation("writing", n_users=10, held_out_fraction=0.3, seed=0)
+
+
+def played(user_id: str, turns: list[tuple[str, str]]) -> EpisodeResult:
+    """An episode with literal (user message, reply) turns, as run_episodes records it."""
+    messages = [m for message, reply in turns for m in ({"role": "user", "content": message},
+                                                          {"role": "assistant", "content": reply})]
+    return EpisodeResult(user_id, "g", "t", [reply for _, reply in turns], [0.0] * len(turns), [0.0] * len(turns),
+                         False, messages=messages)
+
+
+def direct_logprob(model, tokenizer, conversation, text, system=None) -> tuple[float, int]:
+    """log p(text | conversation) by one unbatched forward pass: the sum over the text's tokens, and their count."""
+    context = ([{"role": "system", "content": system}] if system else []) + conversation
+    prompt = chat_prompt_ids(tokenizer, context)
+    target = tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + target])).logits[0]
+    logprobs = torch.log_softmax(logits.double(), dim=-1)
+    return float(sum(logprobs[len(prompt) - 1 + k, token] for k, token in enumerate(target))), len(target)
+
+
+def test_distinct_n_by_hand():
+    results = [played("u1", [("hi", "The cat sat")]), played("u2", [("hi", "the cat ran!")])]
+    # Words: the cat sat | the cat ran ! -> 7 words, 5 distinct; bigrams: the-cat, cat-sat | the-cat, cat-ran,
+    # ran-! -> 5, 4 distinct ("sat the" spans two replies and is not a bigram).
+    summary = evaluate.summarize(results)
+    assert summary["distinct_1"] == pytest.approx(5 / 7) and summary["distinct_2"] == pytest.approx(4 / 5)
+    assert evaluate.distinct_n(["a b", "a b"], 2) == pytest.approx(1 / 2)
+    assert math.isnan(evaluate.distinct_n(["one"], 2))
+
+
+def test_unscored_episodes_have_no_text_metrics_fields_and_no_rows():
+    summary = evaluate.summarize([played("u1", [("hi", "a reply")]), played("u2", [("hi", "another")])])
+    assert not any(key.startswith(TEXT_KEYS) for key in summary)
+    report = {"before": summary, "after": summary, "comparison": {"n": 2}}
+    labels = [row["metric"] for row in metrics.evaluation_table(report).rows]
+    assert "KL to the base policy (nats per reply)" not in labels and "distinct-1 (unique words / words)" in labels
+
+
+def test_perplexities_match_the_model_computed_directly(tiny, population):
+    model, tokenizer = tiny
+    user = population.held_out_users[0]
+    episode = played(user.user_id, [("Write about tea.", "Tea is a warm drink."), ("Shorter, please.", "Tea: warm.")])
+    evaluate.score_texts(model, tokenizer, [episode], population, batch_size=4)
+
+    # Each reply after the conversation before it (the second one after three messages).
+    first = direct_logprob(model, tokenizer, episode.messages[:1], "Tea is a warm drink.")
+    second = direct_logprob(model, tokenizer, episode.messages[:3], "Tea: warm.")
+    assert episode.reply_tokens == [first[1], second[1]]
+    assert episode.reply_base_logprob == pytest.approx([first[0], second[0]], rel=1e-5)
+    summary = evaluate.summarize([episode])
+    assert summary["reply_perplexity"] == pytest.approx(math.exp(-(first[0] + second[0]) / (first[1] + second[1])),
+                                                        rel=1e-5)
+    # The user's writing samples, each after its request: exp of the mean token NLL.
+    scored = [direct_logprob(model, tokenizer, [{"role": "user", "content": request}], sample)
+              for request, sample in user.request_sample_pairs()]
+    nll, tokens = -sum(s[0] for s in scored), sum(s[1] for s in scored)
+    assert (episode.user_text_nll, episode.user_text_tokens) == (pytest.approx(nll, rel=1e-5), tokens)
+    assert summary["user_text_perplexity"] == pytest.approx(math.exp(nll / tokens), rel=1e-5)
+    assert summary["user_text_perplexity_n"] == 1
+    # The base policy itself: its log-ratios are 0 exactly, and so is its KL.
+    assert episode.reply_log_ratio == [0.0, 0.0] and summary["kl_to_base"] == 0.0
+
+
+def test_kl_to_base_is_zero_for_an_identical_model_and_positive_after_perturbing(tiny, population):
+    model, tokenizer = tiny
+    users = [u.user_id for u in population.held_out_users]
+    requests = [f"Please write a note about topic {k}." for k in range(8)]
+    # The policy's own replies, sampled at the temperature the KL is scored at.
+    replies = generate_replies(model, tokenizer, [[{"role": "user", "content": r}] for r in requests],
+                               max_new_tokens=8, temperature=1.0, seed=0)
+    episodes = [played(users[k % len(users)], [(r, reply)]) for k, (r, reply) in enumerate(zip(requests, replies))]
+
+    evaluate.score_texts(model, tokenizer, episodes, population, base=copy.deepcopy(model), temperature=1.0)
+    assert all(r.reply_log_ratio == pytest.approx([0.0], abs=1e-4) for r in episodes)
+    assert evaluate.summarize(episodes)["kl_to_base"] == pytest.approx(0.0, abs=1e-4)
+
+    perturbed = copy.deepcopy(model)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        head = perturbed.get_output_embeddings().weight
+        head.add_(torch.randn_like(head) * 3.0)
+    evaluate.score_texts(model, tokenizer, episodes, population, base=perturbed, temperature=1.0)
+    for r in episodes:  # the sum over the reply's tokens of log pi_policy - log pi_base, computed directly
+        message, reply = r.messages[0], r.replies[0]
+        expected = (direct_logprob(model, tokenizer, [message], reply)[0]
+                    - direct_logprob(perturbed, tokenizer, [message], reply)[0])
+        assert r.reply_log_ratio == [pytest.approx(expected, rel=1e-4, abs=1e-4)]
+    summary = evaluate.summarize(episodes)
+    assert summary["kl_to_base"] > 0 and summary["kl_to_base_ci_low"] > 0
+    tokens = sum(r.reply_tokens[0] for r in episodes)
+    assert summary["kl_to_base_per_token"] == pytest.approx(sum(r.reply_log_ratio[0] for r in episodes) / tokens)
+
+
+def test_the_policy_scores_with_its_system_prompt_and_the_base_without(tiny, population):
+    model, tokenizer = tiny
+    user = population.held_out_users[0].user_id
+    system = "You are terse."
+    prompting = TrainedPolicy(model, system_prompt_for=lambda user_id, messages: system, save_model=False)
+    episode = played(user, [("Write about tea.", "Tea is a warm drink.")])
+    with evaluate.base_model(prompting, load=lambda: pytest.fail("unchanged weights need no reload")) as base:
+        assert base is model
+    evaluate.score_texts(prompting, tokenizer, [episode], population,
+                         base=evaluate.base_model(prompting, load=lambda: None))
+    with_prompt = direct_logprob(model, tokenizer, episode.messages[:1], episode.replies[0], system=system)[0]
+    without = direct_logprob(model, tokenizer, episode.messages[:1], episode.replies[0])[0]
+    assert episode.reply_base_logprob == [pytest.approx(without, rel=1e-5)]
+    assert episode.reply_log_ratio == [pytest.approx(with_prompt - without, rel=1e-4, abs=1e-4)]
+
+
+def test_a_lora_policy_is_scored_against_its_own_weights_with_the_adapters_disabled(tiny, population):
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = tiny
+    plain = copy.deepcopy(model)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # init_lora_weights=False: random B, so the adapter changes the replies' scores
+        lora = get_peft_model(copy.deepcopy(model), LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear",
+                                                               init_lora_weights=False))
+    episode = played(population.held_out_users[0].user_id, [("Write about tea.", "Tea is a warm drink.")])
+    evaluate.score_texts(lora, tokenizer, [episode], population,
+                         base=evaluate.base_model(lora, load=lambda: pytest.fail("LoRA needs no reload")))
+    base_only = direct_logprob(plain, tokenizer, episode.messages[:1], episode.replies[0])[0]
+    adapted = direct_logprob(lora, tokenizer, episode.messages[:1], episode.replies[0])[0]
+    assert abs(adapted - base_only) > 1e-3
+    assert episode.reply_base_logprob == [pytest.approx(base_only, rel=1e-5)]
+    assert episode.reply_log_ratio == [pytest.approx(adapted - base_only, rel=1e-4, abs=1e-4)]
+
+
+def test_full_fine_tuning_reloads_the_base_weights_without_moving_the_rng(tiny):
+    model, _ = tiny
+    reloaded = copy.deepcopy(model)
+
+    def load():
+        torch.rand(3)  # whatever loading draws stays out of the run's random stream
+        return reloaded
+
+    state = torch.random.get_rng_state()
+    with evaluate.base_model(model, load) as base:
+        assert base is reloaded
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_scoring_changes_neither_the_model_nor_the_random_stream(tiny, population):
+    model, tokenizer = tiny
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    state = torch.random.get_rng_state()
+    evaluate.score_texts(model, tokenizer, [played(population.held_out_users[0].user_id, [("hi", "hello there")])],
+                         population, base=copy.deepcopy(model))
+    assert torch.equal(state, torch.random.get_rng_state()) and model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+def test_a_tiny_run_reports_the_text_metrics_and_keeps_every_other_number(tmp_path):
+    """On: the metrics in eval.json, episodes.json and report.md; off: none of them, and every other number equal."""
+    from rich.console import Console
+
+    from experiments import eval_cache
+    from experiments.config import load_config
+    from experiments.runner import run
+
+    reports, episodes = {}, {}
+    for text_metrics in (True, False):
+        config = load_config(TINY, ["trainer.max_steps=1", "evaluation.prompts=4", "tracking.wandb=disabled",
+                                    f"evaluation.text_metrics={str(text_metrics).lower()}",
+                                    f"tracking.runs_dir={tmp_path / str(text_metrics)}"])
+        result = run(config, Console(file=io.StringIO(), width=200))
+        reports[text_metrics] = json.loads((result.run_dir / "eval.json").read_text())
+        episodes[text_metrics] = json.loads((result.run_dir / "episodes.json").read_text())
+        if text_metrics:
+            markdown = (result.run_dir / "report.md").read_text()
+            # The base policy's scores are cached with its evaluation: a run that reuses it reports them too.
+            cached = eval_cache.load(eval_cache.cache_key(config))
+            assert [e["reply_base_logprob"] for e in cached["episodes"]] == [
+                e["reply_base_logprob"] for e in episodes[True]["before"]]
+            assert all(e["reply_base_logprob"] is not None for e in cached["episodes"])
+    on, off = reports[True], reports[False]
+    for side in ("before", "after"):
+        assert all(key in on[side] for key in (*TEXT_KEYS, "distinct_1", "distinct_2", "kl_to_base_per_token"))
+        assert not any(key.startswith(TEXT_KEYS) for key in off[side])
+        # The numbers a run reported before the text metrics existed are unchanged, to the last digit.
+        assert {k: v for k, v in on[side].items() if not k.startswith(TEXT_KEYS)} == off[side]
+        assert [e["replies"] for e in episodes[True][side]] == [e["replies"] for e in episodes[False][side]]
+        tokens = [sum(e["reply_tokens"]) for e in episodes[True][side]]
+        nll = [-sum(e["reply_base_logprob"]) / n for e, n in zip(episodes[True][side], tokens)]
+        assert on[side]["reply_perplexity"] == pytest.approx(math.exp(np.mean(nll)))
+    assert on["before"]["kl_to_base"] == 0.0
+    assert on["after"]["kl_to_base"] == pytest.approx(np.mean([np.mean(e["reply_log_ratio"])
+                                                              for e in episodes[True]["after"]]))
+    assert on["comparison"] == off["comparison"]
+    assert on["text_metrics_seconds"] > 0 and "text_metrics_seconds" not in off
+    for label in ("base model's perplexity of the replies", "KL to the base policy (nats per reply)",
+                  "perplexity of the users' own texts", "distinct-2 (unique bigrams / bigrams)"):
+        assert f"| {label} |" in markdown
