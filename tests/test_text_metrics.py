@@ -189,7 +189,7 @@ def test_a_tiny_run_reports_the_text_metrics_and_keeps_every_other_number(tmp_pa
     from rich.console import Console
 
     from experiments import eval_cache
-    from experiments.config import load_config
+    from experiments.config_files import load_config
     from experiments.runner import run
 
     reports, episodes = {}, {}
