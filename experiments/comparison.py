@@ -116,7 +116,7 @@ def comparison_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def caption(table: list[dict[str, Any]]) -> str | None:
     """n, seeds and the interval kind of every column (see the n column if n differs)."""
-    from experiments.evaluate import describe_intervals
+    from experiments.metrics import describe_intervals
 
     evaluated = [e for e in table if "mean" in e]
     if not evaluated:

@@ -22,8 +22,9 @@ from typing import Any
 _EVALUATION_FIELDS = ("prompts", "max_new_tokens", "temperature", "top_p", "batch_size", "seed", "noise_seeds",
                       "balance_groups", "text_metrics")
 _ROOT = Path(__file__).resolve().parents[1]
-_CODE = (*sorted((_ROOT / "envs").rglob("*.py")), _ROOT / "experiments" / "evaluate.py", _ROOT / "agents" / "policy.py",
-         _ROOT / "agents" / "rollouts.py", _ROOT / "agents" / "__init__.py", Path(__file__))
+_CODE = (*sorted((_ROOT / "envs").rglob("*.py")),
+         *(_ROOT / "experiments" / name for name in ("evaluate.py", "text_metrics.py", "metrics.py")),
+         *(_ROOT / "agents" / name for name in ("policy.py", "rollouts.py", "__init__.py")), Path(__file__))
 
 
 def _digest_files(paths: list[Path], root: Path | None = None) -> str:

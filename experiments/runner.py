@@ -111,7 +111,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
     from agents.policy import load_policy
     from agents.rollouts import make_env
     from envs.seeding import derive_seed
-    from experiments import eval_cache, evaluate
+    from experiments import eval_cache, evaluate, text_metrics
 
     console = console or Console()
     _quiet_libraries()
@@ -161,7 +161,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             nonlocal text_seconds
             if settings.text_metrics:
                 scoring_started = time.perf_counter()
-                evaluate.score_texts(policy, tokenizer, episodes, population, base=base,
+                text_metrics.score_texts(policy, tokenizer, episodes, population, base=base,
                                      temperature=settings.temperature, batch_size=settings.batch_size)
                 text_seconds += time.perf_counter() - scoring_started
 
@@ -258,7 +258,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             report["rewards"] = reward_summaries
         if settings.enabled and before is not None:
             after = play(trained, settings.seed, "evaluating trained policy")
-            score(trained, after, base=evaluate.base_model(trained, lambda: load_policy(config.policy.model)[0]))
+            score(trained, after, base=text_metrics.base_model(trained, lambda: load_policy(config.policy.model)[0]))
             if settings.text_metrics:
                 report["text_metrics_seconds"] = text_seconds
             report["before"] = evaluate.summarize(before)

@@ -7,7 +7,7 @@ import math
 import pytest
 from rich.console import Console
 
-from experiments import evaluate
+from experiments import evaluate, metrics
 from experiments.evaluate import EpisodeResult
 
 T_975 = {1: 12.706, 3: 3.182, 31: 2.040}  # two-sided 95 % critical values of Student's t, from tables
@@ -125,7 +125,7 @@ def test_every_table_states_n_and_the_interval_kinds(tmp_path):
     from experiments.runner import print_report
 
     report = _report()
-    caption = evaluate.describe_intervals(report["before"], report["comparison"])
+    caption = metrics.describe_intervals(report["before"], report["comparison"])
     assert caption.startswith("n = 4 held-out conversations, 1 seed; ± is the half-width of the 95% Student-t CI")
     assert "95% paired Student-t CI" in caption and "95% Wilson score CI" in caption and "Bradley-Terry" in caption
 

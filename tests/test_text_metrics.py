@@ -14,7 +14,7 @@ import torch
 from agents import TrainedPolicy
 from agents.policy import chat_prompt_ids, generate_replies, load_policy
 from envs.population import UserPopulation
-from experiments import evaluate, metrics
+from experiments import evaluate, metrics, text_metrics
 from experiments.evaluate import EpisodeResult
 
 TINY = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tiny.yaml"
@@ -57,8 +57,8 @@ def test_distinct_n_by_hand():
     # ran-! -> 5, 4 distinct ("sat the" spans two replies and is not a bigram).
     summary = evaluate.summarize(results)
     assert summary["distinct_1"] == pytest.approx(5 / 7) and summary["distinct_2"] == pytest.approx(4 / 5)
-    assert evaluate.distinct_n(["a b", "a b"], 2) == pytest.approx(1 / 2)
-    assert math.isnan(evaluate.distinct_n(["one"], 2))
+    assert text_metrics.distinct_n(["a b", "a b"], 2) == pytest.approx(1 / 2)
+    assert math.isnan(text_metrics.distinct_n(["one"], 2))
 
 
 def test_unscored_episodes_have_no_text_metrics_fields_and_no_rows():
@@ -73,7 +73,7 @@ def test_perplexities_match_the_model_computed_directly(tiny, population):
     model, tokenizer = tiny
     user = population.held_out_users[0]
     episode = played(user.user_id, [("Write about tea.", "Tea is a warm drink."), ("Shorter, please.", "Tea: warm.")])
-    evaluate.score_texts(model, tokenizer, [episode], population, batch_size=4)
+    text_metrics.score_texts(model, tokenizer, [episode], population, batch_size=4)
 
     # Each reply after the conversation before it (the second one after three messages).
     first = direct_logprob(model, tokenizer, episode.messages[:1], "Tea is a warm drink.")
@@ -103,7 +103,7 @@ def test_kl_to_base_is_zero_for_an_identical_model_and_positive_after_perturbing
                                max_new_tokens=8, temperature=1.0, seed=0)
     episodes = [played(users[k % len(users)], [(r, reply)]) for k, (r, reply) in enumerate(zip(requests, replies))]
 
-    evaluate.score_texts(model, tokenizer, episodes, population, base=copy.deepcopy(model), temperature=1.0)
+    text_metrics.score_texts(model, tokenizer, episodes, population, base=copy.deepcopy(model), temperature=1.0)
     assert all(r.reply_log_ratio == pytest.approx([0.0], abs=1e-4) for r in episodes)
     assert evaluate.summarize(episodes)["kl_to_base"] == pytest.approx(0.0, abs=1e-4)
 
@@ -112,7 +112,7 @@ def test_kl_to_base_is_zero_for_an_identical_model_and_positive_after_perturbing
         torch.manual_seed(0)
         head = perturbed.get_output_embeddings().weight
         head.add_(torch.randn_like(head) * 3.0)
-    evaluate.score_texts(model, tokenizer, episodes, population, base=perturbed, temperature=1.0)
+    text_metrics.score_texts(model, tokenizer, episodes, population, base=perturbed, temperature=1.0)
     for r in episodes:  # the sum over the reply's tokens of log pi_policy - log pi_base, computed directly
         message, reply = r.messages[0], r.replies[0]
         expected = (direct_logprob(model, tokenizer, [message], reply)[0]
@@ -130,10 +130,10 @@ def test_the_policy_scores_with_its_system_prompt_and_the_base_without(tiny, pop
     system = "You are terse."
     prompting = TrainedPolicy(model, system_prompt_for=lambda user_id, messages: system, save_model=False)
     episode = played(user, [("Write about tea.", "Tea is a warm drink.")])
-    with evaluate.base_model(prompting, load=lambda: pytest.fail("unchanged weights need no reload")) as base:
+    with text_metrics.base_model(prompting, load=lambda: pytest.fail("unchanged weights need no reload")) as base:
         assert base is model
-    evaluate.score_texts(prompting, tokenizer, [episode], population,
-                         base=evaluate.base_model(prompting, load=lambda: None))
+    text_metrics.score_texts(prompting, tokenizer, [episode], population,
+                         base=text_metrics.base_model(prompting, load=lambda: None))
     with_prompt = direct_logprob(model, tokenizer, episode.messages[:1], episode.replies[0], system=system)[0]
     without = direct_logprob(model, tokenizer, episode.messages[:1], episode.replies[0])[0]
     assert episode.reply_base_logprob == [pytest.approx(without, rel=1e-5)]
@@ -150,8 +150,8 @@ def test_a_lora_policy_is_scored_against_its_own_weights_with_the_adapters_disab
         lora = get_peft_model(copy.deepcopy(model), LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear",
                                                                init_lora_weights=False))
     episode = played(population.held_out_users[0].user_id, [("Write about tea.", "Tea is a warm drink.")])
-    evaluate.score_texts(lora, tokenizer, [episode], population,
-                         base=evaluate.base_model(lora, load=lambda: pytest.fail("LoRA needs no reload")))
+    text_metrics.score_texts(lora, tokenizer, [episode], population,
+                         base=text_metrics.base_model(lora, load=lambda: pytest.fail("LoRA needs no reload")))
     base_only = direct_logprob(plain, tokenizer, episode.messages[:1], episode.replies[0])[0]
     adapted = direct_logprob(lora, tokenizer, episode.messages[:1], episode.replies[0])[0]
     assert abs(adapted - base_only) > 1e-3
@@ -168,7 +168,7 @@ def test_full_fine_tuning_reloads_the_base_weights_without_moving_the_rng(tiny):
         return reloaded
 
     state = torch.random.get_rng_state()
-    with evaluate.base_model(model, load) as base:
+    with text_metrics.base_model(model, load) as base:
         assert base is reloaded
     assert torch.equal(state, torch.random.get_rng_state())
 
@@ -178,7 +178,7 @@ def test_scoring_changes_neither_the_model_nor_the_random_stream(tiny, populatio
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     state = torch.random.get_rng_state()
-    evaluate.score_texts(model, tokenizer, [played(population.held_out_users[0].user_id, [("hi", "hello there")])],
+    text_metrics.score_texts(model, tokenizer, [played(population.held_out_users[0].user_id, [("hi", "hello there")])],
                          population, base=copy.deepcopy(model))
     assert torch.equal(state, torch.random.get_rng_state()) and model.training
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
