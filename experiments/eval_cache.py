@@ -91,3 +91,45 @@ def store(key: str, evaluation: dict[str, Any]) -> Path | None:
     except OSError:
         return None
     return folder / f"{key}.json"
+
+
+def base_evaluation(config: Any, play: Any, score: Any, tracker: Any, console: Any, resumed: bool,
+                    shared: dict[str, Any] | None = None) -> tuple[list[Any] | None, list[float]]:
+    """The base policy's episodes and its seed-to-seed means: the resumed run's own, the one ``shared`` by
+    variants, the cached one, or played now (``play(policy_is_base, seed, description)``, scored with
+    ``score``) and stored in the run folder and the cache. ``(None, [])`` when evaluation is off."""
+    from envs.seeding import derive_seed
+    from experiments import evaluate
+
+    settings = config.evaluation
+    if not settings.enabled:
+        return None, []
+    saved = None
+    key = cache_key(config) if settings.cache else None
+    if resumed and (tracker.run_dir / "eval_before.json").is_file():
+        saved = json.loads((tracker.run_dir / "eval_before.json").read_text())
+    else:
+        if shared is None and key and (cached := load(key)):
+            shared = cached
+            console.print(f"base policy's evaluation: reused from {cache_folder() / key}.json")
+        if shared is not None:
+            saved = shared
+            tracker.write_json("eval_before.json", saved)
+            tracker.log({"mean_utility": saved["seed_means"][0]}, step=0, phase="eval")
+    if saved is not None:
+        before = [evaluate.EpisodeResult(**{k: v for k, v in e.items() if k != "score"}) for e in saved["episodes"]]
+        return before, saved["seed_means"]
+    before = play(settings.seed, "evaluating base policy")
+    score(before)
+    seed_means = [evaluate.summarize(before)["mean_utility"]]
+    seed_scores = [[r.score for r in before]]
+    for k in range(settings.noise_seeds):
+        again = play(derive_seed(settings.seed, "noise-seed", k + 1), f"base policy, noise seed {k + 1}")
+        seed_means.append(evaluate.summarize(again)["mean_utility"])
+        seed_scores.append([r.score for r in again])
+    tracker.log({"mean_utility": seed_means[0]}, step=0, phase="eval")
+    evaluated = {"episodes": evaluate.episode_records(before), "seed_means": seed_means, "seed_scores": seed_scores}
+    tracker.write_json("eval_before.json", evaluated)
+    if key:
+        store(key, evaluated)
+    return before, seed_means

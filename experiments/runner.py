@@ -110,7 +110,6 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
 
     from agents.policy import load_policy
     from agents.rollouts import make_env
-    from envs.seeding import derive_seed
     from experiments import eval_cache, evaluate, text_metrics
 
     console = console or Console()
@@ -165,36 +164,9 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
                                      temperature=settings.temperature, batch_size=settings.batch_size)
                 text_seconds += time.perf_counter() - scoring_started
 
-        before = None
-        seed_means: list[float] = []
-        saved = None
-        cache_key = eval_cache.cache_key(config) if settings.enabled and settings.cache else None
-        if settings.enabled and resume_from is not None and (run_dir / "eval_before.json").is_file():
-            saved = json.loads((run_dir / "eval_before.json").read_text())
-        elif settings.enabled and base_eval is None and cache_key and (cached := eval_cache.load(cache_key)):
-            base_eval = cached
-            console.print(f"base policy's evaluation: reused from {eval_cache.cache_folder() / cache_key}.json")
-        if saved is None and settings.enabled and base_eval is not None:
-            saved = base_eval
-            tracker.write_json("eval_before.json", saved)
-            tracker.log({"mean_utility": saved["seed_means"][0]}, step=0, phase="eval")
-        if saved is not None:
-            before = [evaluate.EpisodeResult(**{k: v for k, v in e.items() if k != "score"}) for e in saved["episodes"]]
-            seed_means = saved["seed_means"]
-        elif settings.enabled:
-            before = play(model, settings.seed, "evaluating base policy")
-            score(model, before)
-            seed_means.append(evaluate.summarize(before)["mean_utility"])
-            seed_scores = [[r.score for r in before]]
-            for k in range(settings.noise_seeds):
-                again = play(model, derive_seed(settings.seed, "noise-seed", k + 1), f"base policy, noise seed {k + 1}")
-                seed_means.append(evaluate.summarize(again)["mean_utility"])
-                seed_scores.append([r.score for r in again])
-            tracker.log({"mean_utility": seed_means[0]}, step=0, phase="eval")
-            evaluated = {"episodes": evaluate.episode_records(before), "seed_means": seed_means, "seed_scores": seed_scores}
-            tracker.write_json("eval_before.json", evaluated)
-            if cache_key:
-                eval_cache.store(cache_key, evaluated)
+        before, seed_means = eval_cache.base_evaluation(
+            config, lambda seed, description: play(model, seed, description), lambda episodes: score(model, episodes),
+            tracker, console, resumed=resume_from is not None, shared=base_eval)
 
         reward_functions = build_rewards(config, population, terms, run_dir,
                                          env_factory=lambda: make_env(config.env.id, **{**env_kwargs, "split": "all"}))
