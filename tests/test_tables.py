@@ -132,7 +132,7 @@ def test_the_evaluation_table_lists_the_metrics_in_declaration_order():
 
 def test_sweep_and_reward_tables_go_through_the_renderer():
     from experiments.compare_rewards import reward_table
-    from experiments.sweep import sweep_table
+    from experiments.sweep_results import sweep_table
 
     rows = [{"trial": "t1", "trainer.learning_rate": 1e-5, "status": "done", "win_rate": 0.61, "run_dir": "r1"},
             {"trial": "t2", "trainer.learning_rate": 1e-4, "status": "error", "win_rate": None, "run_dir": None,
