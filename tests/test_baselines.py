@@ -196,7 +196,7 @@ def test_a_baseline_of_your_own_runs_from_the_same_registry(tmp_path, monkeypatc
         job.log({"reward": first["mean_reward"]}, 1)
         return {"policy": first, "random": first}
 
-    monkeypatch.setattr(agents, "METHODS", dict(agents.METHODS))  # the registration ends with the test
+    monkeypatch.setattr(agents.registry, "METHODS", dict(agents.METHODS))  # the registration ends with the test
     agents.register_method(agents.MethodSpec(name="first_style", kind="baseline", description="always style 0",
                                              train=train))
     result = run(load_config(None, ["method=first_style", "env.id=attune/TutorDiscrete-v1", "users.n_users=30",

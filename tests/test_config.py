@@ -137,7 +137,7 @@ def test_a_method_registered_from_outside_shows_up_in_help_and_validates(monkeyp
 
     toy = types.ModuleType("toy_method")
     monkeypatch.setitem(sys.modules, "toy_method", toy)
-    monkeypatch.setattr(agents, "METHODS", dict(agents.METHODS))  # registrations here end with the test
+    monkeypatch.setattr(agents.registry, "METHODS", dict(agents.METHODS))  # registrations here end with the test
     toy.METHOD = agents.register_method(agents.MethodSpec(name="toy", description="a toy", train=lambda job: job.model,
                                                           settings=Settings))
     assert load_config(None, ["method=toy"]).method == "toy"
