@@ -142,3 +142,36 @@ def test_the_example_metric_reaches_every_output(clean_registries, tmp_path, mon
     assert summary["before/question_rate_interval"] == "95% Wilson score CI"
     assert "question_rate" in allowed_metrics(config)
     assert final_metrics(result.run_dir, report)["question_rate"] == report["after"]["question_rate"]
+
+
+BENCHMARK_EXAMPLE = re.search(r"```yaml\n# example: add a benchmark\n(.*?)```", DOC, flags=re.S)
+
+
+def test_the_example_benchmark_loads_and_every_arm_is_a_valid_config(tmp_path):
+    from experiments.benchmark_spec import arm_config_data, load_benchmark, scale_arms
+    from experiments.config import ExperimentConfig
+
+    assert BENCHMARK_EXAMPLE is not None, "docs/architecture.md lost its benchmark example"
+    path = tmp_path / "my_first.yaml"
+    path.write_text(BENCHMARK_EXAMPLE.group(1))
+    bench = load_benchmark(str(path))
+    assert [a.name for a in scale_arms(bench, "smoke")] == ["grpo", "prompting"]
+    for scale in ("smoke", "paper"):
+        for arm in bench.arms:
+            config = ExperimentConfig.model_validate(arm_config_data(bench, arm, scale))
+            assert config.method == arm.name
+            assert config.policy.model == ("tiny-random" if scale == "smoke" else "smollm2-135m-instruct")
+    assert [c.id for c in bench.claims] == ["rl_beats_prompting"]
+
+
+@pytest.mark.slow
+def test_the_example_benchmark_runs_through_the_cli(attune_cli, tmp_path):
+    path = tmp_path / "my_first.yaml"
+    path.write_text(BENCHMARK_EXAMPLE.group(1))
+    done = subprocess.run([attune_cli, "benchmark", str(path), "--scale", "smoke", f"tracking.runs_dir={tmp_path / 'runs'}"],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "runs" / "benchmark-my_first-smoke" / "benchmark.json").read_text())
+    assert sorted(t["arm"] for t in data["trials"]) == ["grpo", "prompting"]
+    (claim,) = data["claims"]
+    assert claim["id"] == "rl_beats_prompting" and claim["status"] in ("held", "not held")
