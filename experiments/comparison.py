@@ -249,7 +249,9 @@ def plot_comparison(parent: Path, table: list[dict[str, Any]], rows: list[dict[s
             curves.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3,
                         color=colors[i % len(colors)], alpha=0.8, label=name if k == 0 else None)
     curves.set_xlabel("training wall-clock seconds (evaluation excluded)")
-    curves.set_ylabel("held-out mean hidden utility")
+    subsets = {run["curve"]["prompts"] for runs in by_variant.values() for run in runs if run.get("curve")}
+    scored_on = f" (first {subsets.pop()} conversations)" if len(subsets) == 1 else ""
+    curves.set_ylabel(f"held-out mean hidden utility{scored_on}")
     curves.set_title("utility against training time")
     if by_variant:
         curves.legend(fontsize="small")
