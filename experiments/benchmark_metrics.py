@@ -69,7 +69,17 @@ def evaluation_metric(name: str, key: str | None = None, label: str | None = Non
 
     metric = metrics.get(name)
     section = "after" if metric.scope == metrics.POLICY else "comparison"
-    trial_metric(key or name, label or metric.label, chance)(lambda trial: float(trial.report[section][name]))
+
+    def read(trial: Trial) -> float:
+        if name not in trial.report[section]:  # e.g. a text metric with evaluation.text_metrics: false
+            from experiments.config import ConfigError
+
+            raise ConfigError(f"{trial.run_dir}: its evaluation did not measure {name!r}, which the benchmark reports; "
+                              "run it with the evaluation settings that measure it (evaluation.text_metrics: true for "
+                              "the text metrics)")
+        return float(trial.report[section][name])
+
+    trial_metric(key or name, label or metric.label, chance)(read)
 
 
 class Trial:
@@ -269,3 +279,12 @@ def _everyones_best(population: Any, task: Any) -> int:
     mean = np.mean([population.simulated_user(u.user_id).utility(candidates, [task] * len(candidates))
                     for u in population.train_users], axis=0)
     return int(np.argmax(mean))
+
+
+# --- frontier -------------------------------------------------------------------------------------------
+# The reward-KL frontier (RL4LMs): how far a method moved from the base policy for the reward it gained. The
+# user reward is mean_utility / improvement above; these need evaluation.text_metrics (on by default).
+
+evaluation_metric("kl_to_base", chance=0.0)
+evaluation_metric("reply_perplexity")
+evaluation_metric("distinct_2")

@@ -277,7 +277,8 @@ class EvaluationSettings(_Section):
                                  "conversations (a rare group is measured on as many as the majority)")
     text_metrics: bool = Field(True, description="also score the replies with the models: the base model's "
                                "perplexity of them, the KL to the base policy, the policy's perplexity of the users' "
-                               "own texts (a few seconds; distinct-n needs no model and is always reported)")
+                               "own texts, and BLEU/chrF (sacrebleu) of the replies against those texts (a few seconds; distinct-n needs no "
+                               "model and is always reported)")
     cache: bool = Field(True, description="reuse the base policy's evaluation from the attune cache when everything "
                         "it depends on is unchanged (model files, env, users, these settings, code)")
     curve_every: int = Field(

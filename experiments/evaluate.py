@@ -13,7 +13,8 @@ its interval:
   interval; the wins actually sampled from those probabilities (seeded) come with a Wilson interval;
 - the text metrics (``evaluation.text_metrics``, on by default): the base model's perplexity of the replies
   (fluency), the Monte-Carlo KL of the policy to the base policy on its own replies, the policy's perplexity
-  of each user's own writing samples (style fit), and the distinct-1/2 diversity of the replies. The model
+  of each user's own writing samples (style fit), BLEU and chrF of the replies against those samples, and the
+  distinct-1/2 diversity of the replies. The model
   scores behind them are computed per episode by :func:`experiments.text_metrics.score_texts` right after the
   episodes are played and stored on each :class:`EpisodeResult`; declared metrics aggregate them like every
   other number.
@@ -64,6 +65,10 @@ class EpisodeResult:
     """The policy's negative log-likelihood (sum over tokens) of the user's own writing samples, each after its
     request: the same for every episode of a user."""
     user_text_tokens: int | None = None
+    reply_bleu: list[float] | None = None
+    """Each reply's sentence BLEU (sacrebleu, 0-100) against the user's own writing samples as references."""
+    reply_chrf: list[float] | None = None
+    """Each reply's sentence chrF (sacrebleu, 0-100) against the user's own writing samples as references."""
 
     @property
     def score(self) -> float:

@@ -3,6 +3,8 @@
 - the base model's perplexity of the replies (fluency);
 - the Monte-Carlo KL of the policy to the base policy on its own replies (nats per reply and per token);
 - the policy's perplexity of each user's own writing samples (style fit, meaningful after SFT);
+- BLEU and chrF (sacrebleu) of the replies against the user's own writing samples (surface overlap with how
+  the user writes);
 - distinct-1/2 diversity of the replies.
 
 :func:`score_texts` computes the model scores per episode right after the episodes are played (the runner
@@ -123,10 +125,35 @@ def reply_contexts(result: EpisodeResult) -> list[list[dict[str, str]]]:
     return contexts
 
 
+def sentence_overlap(replies: Sequence[str], references: Sequence[str]) -> tuple[list[float], list[float]]:
+    """Each reply's sentence-level BLEU and chrF (sacrebleu's own scorers, 0-100) against all ``references`` at
+    once (multi-reference: n-grams match any of them; the brevity penalty uses the closest reference length).
+
+    BLEU is sacrebleu's recommended sentence-level setting (:data:`BLEU_SETTINGS`: exponential smoothing,
+    effective order, so a reply shorter than four words is not zero by construction); chrF its defaults
+    (character 6-grams, β = 2). Both tokenize with sacrebleu's standard tokenizers, not the model's.
+    """
+    bleu, chrf = overlap_scorers()
+    return ([float(bleu.sentence_score(reply, list(references)).score) for reply in replies],
+            [float(chrf.sentence_score(reply, list(references)).score) for reply in replies])
+
+
+BLEU_SETTINGS: dict[str, Any] = {"effective_order": True}
+"""sacrebleu ``BLEU(...)`` arguments for sentence-level BLEU (the rest are its defaults: 13a tokenizer, exp smoothing)."""
+
+
+def overlap_scorers() -> tuple[Any, Any]:
+    """sacrebleu's BLEU and chrF scorers as :func:`sentence_overlap` uses them."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return BLEU(**BLEU_SETTINGS), CHRF()
+
+
 def score_texts(policy: Any, tokenizer: Any, results: list[EpisodeResult], population: Any, *,
                 base: Any = None, temperature: float = 1.0, batch_size: int = 8) -> None:
     """Score the episodes' text with the models, in place: each :class:`EpisodeResult`'s ``reply_tokens``,
-    ``reply_base_logprob``, ``reply_log_ratio``, ``user_text_nll`` and ``user_text_tokens``.
+    ``reply_base_logprob``, ``reply_log_ratio``, ``user_text_nll`` and ``user_text_tokens``; and, with no model,
+    ``reply_bleu`` and ``reply_chrf`` (:func:`sentence_overlap` against the user's writing samples).
 
     ``policy`` (a model or a :class:`~agents.TrainedPolicy`) played the episodes; ``base`` is the base model (or a
     context manager giving it, such as :func:`base_model`, entered once the policy's own scores are done), or
@@ -166,6 +193,8 @@ def score_texts(policy: Any, tokenizer: Any, results: list[EpisodeResult], popul
     for (user_id, _, ids), row in zip(samples, sample_rows):
         user_nll[user_id][0] -= float(row[0].sum())
         user_nll[user_id][1] += len(ids)
+    references = {user_id: [sample for _, sample in population.user(user_id).request_sample_pairs()]
+                  for user_id in users}
     k = 0
     for r in results:
         n = len(r.replies)
@@ -173,6 +202,8 @@ def score_texts(policy: Any, tokenizer: Any, results: list[EpisodeResult], popul
         r.reply_base_logprob = [float(row[0].sum()) for row in base_rows[k:k + n]]
         r.reply_log_ratio = ratios[k:k + n]
         r.user_text_nll, r.user_text_tokens = user_nll[r.user_id]
+        if references[r.user_id]:
+            r.reply_bleu, r.reply_chrf = sentence_overlap(r.replies, references[r.user_id])
         k += n
 
 
@@ -264,6 +295,36 @@ def user_text_perplexity(results: list[EpisodeResult]) -> stats.Estimate | None:
     Meaningful after SFT on users' texts; with ``sft`` ``per: user`` these texts were its training data."""
     per_user = {r.user_id: (r.user_text_nll, r.user_text_tokens) for r in _scored(results) if r.user_text_tokens}
     return _perplexity([nll / tokens for nll, tokens in per_user.values()], "of the mean log-perplexity per user, exponentiated")
+
+
+def _overlap(results: list[EpisodeResult], field: str, key: str) -> dict[str, Any] | None:
+    """A sentence-level overlap score per conversation (its replies' mean), and their mean with a t interval
+    clipped to [0, 100]."""
+    per_conversation = [float(np.mean(getattr(r, field))) for r in results if getattr(r, field)]
+    if not per_conversation:
+        return None
+    estimate = stats.mean_interval(per_conversation, bounds=(0.0, 100.0), what="over conversations")
+    from experiments.evaluate import _mean_fields
+
+    return {key: estimate.value, **_mean_fields(estimate, f"{key}_"),
+            f"{key}_ci95": stats.mean_interval(per_conversation).half_width}  # before clipping, as win_rate's
+
+
+@metrics.policy_metric("bleu", "BLEU vs the user's own texts (sentence, 0-100)", show="interval", sweep=False)
+def bleu(results: list[EpisodeResult]) -> dict[str, Any] | None:
+    """Sentence BLEU of each reply against its user's writing samples (all of them as references), averaged per
+    conversation; the value is the mean over conversations with its t interval (``bleu_ci95`` is the half-width
+    before clipping to [0, 100]). Sentence-level, not corpus-level: the unit is a conversation scored against
+    its own user's texts, which gets an interval and pairs before/after like every other number here.
+    sacrebleu's signature of the setting: ``nrefs:var|case:mixed|eff:yes|tok:13a|smooth:exp`` (chrF:
+    ``case:mixed|eff:yes|nc:6|nw:0|space:no``), sacrebleu 2.6."""
+    return _overlap(results, "reply_bleu", "bleu")
+
+
+@metrics.policy_metric("chrf", "chrF vs the user's own texts (sentence, 0-100)", show="interval", sweep=False)
+def chrf(results: list[EpisodeResult]) -> dict[str, Any] | None:
+    """Sentence chrF of each reply against its user's writing samples, aggregated like :func:`bleu`."""
+    return _overlap(results, "reply_chrf", "chrf")
 
 
 def words(text: str) -> list[str]:

@@ -14,11 +14,11 @@ import torch
 from agents import TrainedPolicy
 from agents.policy import chat_prompt_ids, generate_replies, load_policy
 from envs.population import UserPopulation
-from experiments import evaluate, metrics, text_metrics
+from experiments import evaluate, metrics, stats, text_metrics
 from experiments.evaluate import EpisodeResult
 
 TINY = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tiny.yaml"
-TEXT_KEYS = ("reply_perplexity", "kl_to_base", "user_text_perplexity")
+TEXT_KEYS = ("reply_perplexity", "kl_to_base", "user_text_perplexity", "bleu", "chrf")
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,37 @@ def test_perplexities_match_the_model_computed_directly(tiny, population):
     assert summary["user_text_perplexity_n"] == 1
     # The base policy itself: its log-ratios are 0 exactly, and so is its KL.
     assert episode.reply_log_ratio == [0.0, 0.0] and summary["kl_to_base"] == 0.0
+
+
+def test_bleu_and_chrf_are_sacrebleus_sentence_scores_against_the_users_writing_samples(tiny, population):
+    import sacrebleu
+
+    model, tokenizer = tiny
+    first, second = population.held_out_users[:2]
+    samples = [sample for _, sample in first.request_sample_pairs()]
+    # One reply copies a writing sample (100 on both), one shares no character n-gram with any (0 on both), one
+    # in between; the second user's episode is scored against the second user's samples only.
+    copied, unrelated, partial = samples[0], "ZQZQ ZZXQ", samples[1].split("\n")[0] + " Thanks."
+    episodes = [played(first.user_id, [("Write.", copied), ("Again.", unrelated)]),
+                played(first.user_id, [("Write.", partial)]),
+                played(second.user_id, [("Write.", partial)])]
+    text_metrics.score_texts(model, tokenizer, episodes, population, batch_size=4)
+
+    assert episodes[0].reply_bleu == pytest.approx([100.0, 0.0]) and episodes[0].reply_chrf == pytest.approx([100.0, 0.0])
+    for episode, user in zip(episodes[1:], (first, second)):
+        references = [sample for _, sample in user.request_sample_pairs()]
+        assert episode.reply_bleu == [pytest.approx(sacrebleu.sentence_bleu(partial, references).score)]
+        assert episode.reply_chrf == [pytest.approx(sacrebleu.sentence_chrf(partial, references).score)]
+    assert 0 < episodes[1].reply_bleu[0] < 100 and episodes[1].reply_bleu != episodes[2].reply_bleu
+
+    # Per conversation the mean of its replies, then the mean over conversations with its t interval.
+    summary = evaluate.summarize(episodes)
+    for key in ("bleu", "chrf"):
+        per_conversation = [np.mean(getattr(e, f"reply_{key}")) for e in episodes]
+        expected = stats.mean_interval(per_conversation)
+        assert summary[key] == pytest.approx(expected.value) and summary[f"{key}_n"] == 3
+        assert summary[f"{key}_ci95"] == pytest.approx(expected.half_width)
+        assert summary[f"{key}_ci_low"] == pytest.approx(max(expected.low, 0.0))
 
 
 def test_kl_to_base_is_zero_for_an_identical_model_and_positive_after_perturbing(tiny, population):
@@ -220,8 +251,20 @@ def test_a_tiny_run_reports_the_text_metrics_and_keeps_every_other_number(tmp_pa
     assert on["before"]["kl_to_base"] == 0.0
     assert on["after"]["kl_to_base"] == pytest.approx(np.mean([np.mean(e["reply_log_ratio"])
                                                               for e in episodes[True]["after"]]))
+    # BLEU and chrF recomputed with sacrebleu from the replies and the users' own writing samples.
+    import sacrebleu
+
+    from experiments.runner import prepare
+
+    population = prepare(config)["population"]
+    for side in ("before", "after"):
+        for key, score in (("bleu", sacrebleu.sentence_bleu), ("chrf", sacrebleu.sentence_chrf)):
+            per_conversation = [np.mean([score(reply, [s for _, s in population.user(e["user_id"]).request_sample_pairs()]).score
+                                         for reply in e["replies"]]) for e in episodes[True][side]]
+            assert on[side][key] == pytest.approx(np.mean(per_conversation))
     assert on["comparison"] == off["comparison"]
     assert on["text_metrics_seconds"] > 0 and "text_metrics_seconds" not in off
     for label in ("base model's perplexity of the replies", "KL to the base policy (nats per reply)",
-                  "perplexity of the users' own texts", "distinct-2 (unique bigrams / bigrams)"):
+                  "perplexity of the users' own texts", "distinct-2 (unique bigrams / bigrams)",
+                  "BLEU vs the user's own texts (sentence, 0-100)", "chrF vs the user's own texts (sentence, 0-100)"):
         assert f"| {label} |" in markdown
