@@ -117,17 +117,19 @@ class RunTracker:
         # mode="offline" is enough: no WANDB_MODE variable, which would make transformers print a banner.
         mode = self.config.tracking.wandb
         os.environ.setdefault("WANDB_SILENT", "true")
-        return wandb.init(
-            project=self.config.tracking.project,
-            name=self.run_dir.name,
-            group=self.config.experiment,
-            dir=str(self.run_dir),
-            config=self.config.model_dump(mode="json"),
-            mode=mode,
-            id=run_id,
-            resume="allow",
-            settings=wandb_settings(),
-        )
+        options = dict(project=self.config.tracking.project, name=self.run_dir.name, group=self.config.experiment,
+                       dir=str(self.run_dir), config=self.config.model_dump(mode="json"), mode=mode, id=run_id,
+                       resume="allow", settings=wandb_settings())
+        try:
+            return wandb.init(**options)
+        except Exception as exc:
+            # A process that inherited WANDB_SERVICE shares its parent's W&B service; a run killed there keeps its
+            # stream open in that service, so resuming it answers "run ID ... is in use". A service of this
+            # process's own has no such stream: drop the inherited one and start again.
+            if "is in use" not in str(exc) or not os.environ.pop("WANDB_SERVICE", None):
+                raise
+            wandb.teardown()
+            return wandb.init(**options)
 
     def log(self, metrics: dict[str, Any], step: int, phase: str = "train") -> None:
         self.last_step = max(self.last_step, step)
