@@ -2,12 +2,15 @@
 
 The offline baselines of LMRL-Gym (Abdulhai et al., 2023, https://arxiv.org/abs/2311.18232):
 
-- **BC** (default): imitate every conversation of the scripted expert
-  (:func:`envs.elicitation_policies.expert_policy`: asks about the dimensions that tell the groups apart until it
-  is confident of the user's group, then writes the best reply for what it learned);
-- **filtered BC** (``method_settings.filtered: true``): imitate only the top ``keep`` share by return of a noisy
-  behaviour policy's conversations (:func:`envs.elicitation_policies.filtered_demonstrations`; LMRL-Gym keeps the
-  top 10 %, ``keep: 0.1``).
+- **BC** (default): imitate every conversation of the demonstrator;
+- **filtered BC** (``method_settings.filtered: true``): imitate only the top ``keep`` share of them by return
+  (:func:`envs.elicitation_policies.filtered_demonstrations`; LMRL-Gym keeps the top 10 %, ``keep: 0.1``).
+
+The demonstrator (``demonstrator``) is LMRL-Gym's "dataset": ``behaviour`` (default), the noisy policy of
+:func:`envs.elicitation_policies.behaviour_policy`, whose mean return is the normalised return's 50, so BC and
+filtered BC differ only by the filter; or ``expert``, the scripted expert
+(:func:`envs.elicitation_policies.expert_policy`: asks about the dimensions that tell the groups apart until it
+is confident of the user's group, then writes the best reply for what it learned).
 
 ``episodes`` conversations are played with the env's *training* users (before filtering: filtered BC trains on
 about ``keep * episodes`` of them). Each assistant turn is one prompt-completion row, the conversation before it
@@ -19,7 +22,7 @@ the scripted policies read its posterior over the user's group.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -37,6 +40,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 class Settings(MethodSettings):
     filtered: bool = Field(False, description="filtered BC: the top `keep` share of a noisy policy's conversations "
                                               "instead of every conversation of the scripted expert")
+    demonstrator: Literal["behaviour", "expert"] = Field(
+        "behaviour", description="whose conversations: the noisy behaviour policy (LMRL-Gym's dataset) or the scripted expert")
     episodes: int = Field(64, ge=1, description="demonstration conversations played (before filtering)")
     keep: float = Field(0.1, gt=0.0, le=1.0, description="filtered BC: the share of conversations kept, by return")
 
@@ -54,17 +59,18 @@ def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None
 def demonstration_rows(env: Any, settings: Settings, seed: int) -> list[dict[str, Any]]:
     """The SFT rows BC trains on (``prompt``, ``completion``) from ``env``'s scripted conversations."""
     from envs.elicitation import ElicitationEnv
-    from envs.elicitation_policies import demonstrations, filtered_demonstrations, sft_rows
+    from envs.elicitation_policies import behaviour_policy, demonstrations, expert_policy, filtered_demonstrations, sft_rows
 
     env = getattr(env, "unwrapped", env)
     if not isinstance(env, ElicitationEnv):
         raise TrainerSettingsError(f"bc: trains on scripted elicitation conversations; env {env.spec.id if env.spec else env!r} "
                                    "has none; use env.id=attune/Elicitation-v1")
-    data_seed = derive_seed(seed, "bc-demonstrations")
+    data_seed = derive_seed(seed, "bc-demonstrations")  # the same conversations for BC and filtered BC
+    policy = behaviour_policy() if settings.demonstrator == "behaviour" else expert_policy()
     if settings.filtered:
-        episodes = filtered_demonstrations(env, settings.episodes, data_seed, keep=settings.keep)
+        episodes = filtered_demonstrations(env, settings.episodes, data_seed, keep=settings.keep, policy=policy)
     else:
-        episodes = demonstrations(env, settings.episodes, data_seed)
+        episodes = demonstrations(env, settings.episodes, data_seed, policy)
     return [{"prompt": row["prompt"], "completion": row["completion"]} for row in sft_rows(episodes)]
 
 
@@ -91,7 +97,7 @@ def train(job: TrainingJob) -> Any:
 
 METHOD = MethodSpec(
     name="bc", description="behaviour cloning (SFT, LoRA) on scripted elicitation conversations; filtered: true for "
-                           "filtered BC on a noisy policy's best ones",
+                           "filtered BC on the best share of them",
     train=train, check_trainer=check_settings, settings=Settings, trainer_defaults=DEFAULT_SETTINGS,
     multi_turn=True,  # trained on whole conversations: asks, then answers
     resumable=False,

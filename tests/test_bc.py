@@ -32,18 +32,25 @@ def test_bc_is_registered_with_its_settings_checked():
         Settings.of({"episodes": 0})
 
 
-def test_bc_rows_are_the_experts_conversations_and_filtered_bc_the_best_of_the_noisy_ones():
+def _pairs(episodes):
+    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in sft_rows(episodes)]
+
+
+def test_bc_rows_are_the_demonstrators_conversations_and_filtered_bc_the_best_of_the_same_ones():
+    from envs.elicitation_policies import behaviour_policy, expert_policy
     from envs.seeding import derive_seed
 
     seed = derive_seed(3, "bc-demonstrations")
-    plain = demonstration_rows(_env(), Settings.of({"episodes": 6}), 3)
-    expected = sft_rows(demonstrations(_env(), 6, seed))
-    assert plain == [{"prompt": r["prompt"], "completion": r["completion"]} for r in expected]
-    assert any(len(r["prompt"]) > 1 for r in plain)  # later turns carry the user's answers as context
+    plain = demonstration_rows(_env(), Settings.of({"episodes": 20}), 3)
+    behaviour = demonstrations(_env(), 20, seed, behaviour_policy())
+    assert plain == _pairs(behaviour)
     filtered = demonstration_rows(_env(), Settings.of({"episodes": 20, "filtered": True, "keep": 0.25}), 3)
-    kept = filtered_demonstrations(_env(), 20, seed, keep=0.25)
-    assert len(kept) == 5
-    assert filtered == [{"prompt": r["prompt"], "completion": r["completion"]} for r in sft_rows(kept)]
+    kept = sorted(behaviour, key=lambda e: -e.episode_return)[:5]
+    assert filtered == _pairs(kept) == _pairs(filtered_demonstrations(_env(), 20, seed, keep=0.25))
+    expert = demonstration_rows(_env(), Settings.of({"episodes": 6, "demonstrator": "expert"}), 3)
+    assert expert == _pairs(demonstrations(_env(), 6, seed, expert_policy()))
+    assert any(len(r["prompt"]) > 1 for r in expert)  # later turns carry the user's answers as context
+    plain = demonstration_rows(_env(), Settings.of({"episodes": 6}), 3)
     assert plain != demonstration_rows(_env(), Settings.of({"episodes": 6}), 4)  # the run's seed reaches the data
 
 
