@@ -288,3 +288,103 @@ def _everyones_best(population: Any, task: Any) -> int:
 evaluation_metric("kl_to_base", chance=0.0)
 evaluation_metric("reply_perplexity")
 evaluation_metric("distinct_2")
+
+
+# --- elicit ---------------------------------------------------------------------------------------------
+# Information gathering (LMRL-Gym; CURIO) on attune/Elicitation-v1. An episode's return here is its noise-free
+# return: the sum of its turns' expected utilities (each question -question_cost, then the answer's utility).
+# EpisodeResult.score (their mean per turn) would count a question as a turn worth -cost and understate the env.
+
+
+def _episode_return(episode: Mapping[str, Any]) -> float:
+    return float(sum(episode["expected_utilities"]))
+
+
+def _questions(episode: Mapping[str, Any]) -> int:
+    """Questions asked: every turn before the last, and the last when it made the user leave (it cost a question)."""
+    last = episode["terms"][-1] if episode.get("terms") else {}
+    return len(episode["replies"]) - 1 + int(last.get("questions", 0.0) < 0)
+
+
+@functools.lru_cache(maxsize=32)
+def _reference(config_json: str, rows_json: str) -> Any:
+    """LMRL-Gym's min / dataset average / max returns on a trial's evaluation conversations (cached: every arm of a
+    suite evaluates the same ones)."""
+    from agents.rollouts import make_env
+    from experiments.config import ExperimentConfig
+    from experiments.elicitation_metrics import reference_returns
+
+    config = ExperimentConfig.model_validate(json.loads(config_json))
+    env = make_env(config.env.id, population=_population(config), split="held_out", **config.env.env_kwargs())
+    return reference_returns(env, json.loads(rows_json), seed=config.evaluation.seed, average="behaviour")
+
+
+def elicitation_reference(trial: Trial) -> Any:
+    """The trial's :class:`~experiments.elicitation_metrics.ReferenceReturns` (average: the behaviour policy's)."""
+    rows = [{"user_id": e["user_id"], "task_id": e["task_id"]} for e in trial.episodes["after"]]
+    config = trial.config.model_dump(mode="json", include={"env", "users", "evaluation"})
+    return _reference(json.dumps(config, sort_keys=True), json.dumps(rows))
+
+
+@trial_metric("episode_return", "mean episode return (noise-free, after question costs)")
+def mean_episode_return(trial: Trial) -> float:
+    return float(np.mean([_episode_return(e) for e in trial.episodes["after"]]))
+
+
+@trial_metric("normalised_return", "LMRL-Gym normalised return (0 min, 50 behaviour data, 100 oracle)", chance=50.0)
+def normalised_episode_return(trial: Trial) -> float:
+    """The mean episode return mapped so that the worst return is 0, the behaviour policy's mean (LMRL-Gym's
+    "dataset average": the data filtered BC trains on) 50 and the oracle reply's 100, on the same conversations."""
+    return float(elicitation_reference(trial).normalise(mean_episode_return(trial)))
+
+
+@trial_metric("turns", "assistant turns per episode")
+def mean_turns(trial: Trial) -> float:
+    return float(np.mean([len(e["replies"]) for e in trial.episodes["after"]]))
+
+
+@trial_metric("questions", "clarifying questions per episode")
+def mean_questions(trial: Trial) -> float:
+    return float(np.mean([_questions(e) for e in trial.episodes["after"]]))
+
+
+@group_metric("return", "mean episode return, per group")
+def group_returns(trial: Trial) -> dict[str, float]:
+    by_group: dict[str, list[float]] = {}
+    for episode in trial.episodes["after"]:
+        by_group.setdefault(episode["group"], []).append(_episode_return(episode))
+    return {group: float(np.mean(values)) for group, values in by_group.items()}
+
+
+def seed_siblings(trial: Trial) -> list[Trial]:
+    """The trials of the same arm and factor levels under every seed (this one included): the run folders beside
+    it whose config differs from its own only in ``seed`` (and the run's name)."""
+    def key(config: Any) -> str:
+        return json.dumps(config.model_dump(mode="json", exclude={"seed", "tracking"}), sort_keys=True, default=str)
+
+    own = key(trial.config)
+    siblings = [Trial(p.parent) for p in sorted(trial.run_dir.parent.glob("*/episodes.json"))]
+    found = [t for t in siblings if (t.run_dir / "config.yaml").exists() and key(t.config) == own]
+    return found or [trial]
+
+
+def pass_hat_k_over_seeds(trial: Trial, k: int) -> float:
+    """tau-bench's pass^k with the seeds as the trials: over the evaluation conversations every seed played, the
+    mean of C(c, k) / C(n, k) (c of n seeds left the user satisfied). NaN with fewer than k seeds. The value pools
+    the seeds, so every seed's trial reports the same number."""
+    from experiments.elicitation_metrics import pass_hat_k
+
+    outcomes: dict[tuple[str, str], list[bool]] = {}
+    siblings = seed_siblings(trial)
+    for sibling in siblings:
+        for episode in sibling.episodes["after"]:
+            outcomes.setdefault((episode["user_id"], episode["task_id"]), []).append(bool(episode["satisfied"]))
+    rows = [v for v in outcomes.values() if len(v) == len(siblings)]
+    if len(siblings) < k or not rows:
+        return math.nan
+    return pass_hat_k(rows, k)
+
+
+for _k in (1, 2, 3):
+    trial_metric(f"pass_hat_{_k}", f"pass^{_k} over seeds (user satisfied in all {_k})")(
+        functools.partial(pass_hat_k_over_seeds, k=_k))

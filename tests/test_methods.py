@@ -13,7 +13,8 @@ from agents.policy import resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "experiments" / "configs" / "tiny.yaml")
-METHODS = [method.name for method in agents.methods() if method.kind == "llm"]  # the baselines: test_baselines.py
+# the baselines: test_baselines.py; bc trains on the elicitation env's scripted conversations: tests/test_bc.py
+METHODS = [method.name for method in agents.methods() if method.kind == "llm" and method.name != "bc"]
 SMALL_TRAINER = {
     "grpo": "{max_steps: 2, per_device_train_batch_size: 4, num_generations: 2, max_completion_length: 8}",
     "rloo": "{max_steps: 2, per_device_train_batch_size: 4, num_generations: 2, max_completion_length: 8}",
