@@ -1,4 +1,4 @@
-"""Fine-tuning-based personalization: supervised fine-tuning, one LoRA adapter per group or per user.
+"""Fine-tuning-based personalization: supervised fine-tuning of LoRA adapters (one for all, per group or per user).
 
 ``method_settings.data`` says what the adapters are fine-tuned on:
 
@@ -16,10 +16,12 @@
   answer the tasks the users ask for, so on the writing assistant's users this lowers utility (the
   relevance term); it is kept as the classic "fine-tune on the user's own texts" baseline.
 
-``method_settings.per: group`` (default) trains one adapter per preference group on its training users'
-data; ``per: user`` one adapter per user on that user's own writing samples, held-out users included
-(their past texts are theirs to use; the evaluation conversations are not), so it needs
-``data: writing_samples``. At evaluation each user's replies come from their adapter, chosen by user id.
+``method_settings.per: all`` (default) trains one adapter on every training user's data (personal through
+the data: each reply was chosen by the user who asked); ``per: group`` one adapter per preference group on
+its training users' data (measured: fewer examples per adapter, a smaller gain); ``per: user`` one adapter
+per user on that user's own writing samples, held-out users included (their past texts are theirs to use;
+the evaluation conversations are not), so it needs ``data: writing_samples``. At evaluation each user's
+replies come from their adapter, chosen by user id.
 LoRA settings come from ``policy.lora`` (default r=8). ``trainer.max_steps`` is per adapter.
 """
 
@@ -38,17 +40,22 @@ from envs.seeding import derive_seed, torch_seeded
 
 MULTI_TURN = True  # trains on the users' texts; the adapters then serve conversations of any length
 RESUMABLE = False  # several trainers, one per adapter
+# Measured on the quickstart users (SmolLM2, one seed, 32 held-out conversations, base seed-to-seed sd 0.05;
+# 64 prompts, 4 candidates of 32 tokens, the users choosing): one adapter for all, 24 steps at 5e-4 gained
+# +0.58 +- 0.57 in 235 CPU s of training (the quickstart's GRPO: 188); per group, 16 steps an adapter at 5e-4
+# +0.28 +- 0.59 (260 s), 12 at 1e-3 +0.22 +- 0.62 (222 s). On the chosen replies' text with an end-of-turn
+# token after each (cut off at 32 tokens), per group at 2e-4: -0.28; on the writing samples: -0.41.
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "max_steps": 10,
+    "max_steps": 24,
     "per_device_train_batch_size": 4,
-    "learning_rate": 2e-4,
+    "learning_rate": 5e-4,
     "max_length": 512,
 }
 
 
 class Settings(MethodSettings):
-    per: Literal["group", "user", "all"] = Field(
-        "group", description="one LoRA adapter per preference group, per user, or one for all users")
+    per: Literal["all", "group", "user"] = Field(
+        "all", description="one LoRA adapter for all users, one per preference group, or one per user")
     data: Literal["chosen", "writing_samples"] = Field(
         "chosen", description="fine-tune on the replies the users chose among sampled candidates (rejection "
         "sampling), or on the users' own writing samples")

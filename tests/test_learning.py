@@ -242,7 +242,7 @@ def test_sft_adapters_write_like_their_group(tmp_path):
     groups = [UserGroup("warm", 0.5, {"warmth": 1.0}, spread=0.0), UserGroup("formal", 0.5, {"formality": 1.0}, spread=0.0)]
     population = UserPopulation("writing", n_users=20, seed=0, groups=groups)
     policy, tokenizer = train("sft", "tiny-random", population, tmp_path, {"max_steps": 20, "learning_rate": 1e-2},
-                              {"data": "writing_samples"})
+                              {"data": "writing_samples", "per": "group"})
 
     def first_token(text: str) -> int:
         return tokenizer.encode(text)[0]

@@ -22,7 +22,7 @@ TINY = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tiny.y
         ("dpo", {"samples_per_prompt": 3}, "method_settings.samples_per_prompt: use an even number"),
         ("dpo", {"temperature": float("nan")}, "method_settings.temperature:"),
         ("dpo", {"sample": 2}, "method_settings.sample: not a setting of this method; allowed: rounds, samples_per_prompt"),
-        ("sft", {"per": "team"}, "method_settings.per: Input should be 'group', 'user' or 'all' (got 'team')"),
+        ("sft", {"per": "team"}, "method_settings.per: Input should be 'all', 'group' or 'user' (got 'team')"),
         ("sft", {"per": "user"}, "method_settings.per: user needs data: writing_samples"),
         ("sft", {"candidates": 1}, "method_settings.candidates: Input should be greater than or equal to 2"),
         ("prompting", {"retrieval_k": -1}, "method_settings.retrieval_k: Input should be greater than or equal to 0"),

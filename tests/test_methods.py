@@ -22,7 +22,8 @@ SMALL_TRAINER = {
     "sft": "{max_steps: 2}",
     "prompting": "{}",
 }
-METHOD_SETTINGS = {"dpo": "{rounds: 1, max_new_tokens: 8}", "prompting": "{profile: stated, retrieval_k: 1}"}
+METHOD_SETTINGS = {"dpo": "{rounds: 1, max_new_tokens: 8}", "prompting": "{profile: stated, retrieval_k: 1}",
+                   "sft": "{per: group, max_new_tokens: 8}"}
 
 
 @pytest.fixture(scope="module")
