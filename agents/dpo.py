@@ -11,17 +11,16 @@ number: replies are paired 0-1, 2-3, ...), ``max_new_tokens`` and ``temperature`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from agents import MethodSettings, MethodSpec, TrainingJob, build_trl_config, finish_trainer_setup
+from agents.judging import Prefer, pairwise_judge
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset, make_env
 from envs.seeding import derive_seed
-from rewards.combine import reward_matrix, weighted_sum
 
 # Measured on the quickstart users (SmolLM2, one seed, 32 held-out conversations): 2 rounds of 64 pairs,
 # 8 steps each at 5e-5 with the SFT term on the chosen reply (RPO) gained +0.14 (base seed-to-seed sd
@@ -64,8 +63,7 @@ def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None
 
 def collect_preferences(
     model: Any, tokenizer: Any, rows: list[dict[str, Any]], population: Any, *, samples_per_prompt: int,
-    max_new_tokens: int, temperature: float, noise: float, seed: int,
-    prefer: Callable[[dict[str, Any], str, str], bool | None] | None = None,
+    max_new_tokens: int, temperature: float, noise: float, seed: int, prefer: Prefer | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Sample replies, have each pair judged; DPO rows and statistics of the round.
 
@@ -75,7 +73,8 @@ def collect_preferences(
     conversations = [row["prompt"] for row in rows for _ in range(samples_per_prompt)]
     replies = generate_replies(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
                                temperature=temperature, seed=seed)
-    rng = np.random.default_rng(seed)
+    if prefer is None:
+        prefer = pairwise_judge("users", population=population, noise=noise, seed=seed)
     pairs, agree, margins = [], [], []
     for i, row in enumerate(rows):
         user = population.simulated_user(row["user_id"], noise=noise)
@@ -84,7 +83,7 @@ def collect_preferences(
         for a, b in zip(mine[0::2], mine[1::2]):
             if a == b:
                 continue  # no preference to learn from identical replies
-            prefers_a = bool(user.choose([a], [b], [task], rng)[0]) if prefer is None else prefer(row, a, b)
+            prefers_a = prefer(row, a, b)
             if prefers_a is None:
                 continue
             chosen, rejected = (a, b) if prefers_a else (b, a)
@@ -104,19 +103,6 @@ def collect_preferences(
     return pairs, stats
 
 
-def _rewards_judge(job: TrainingJob) -> Callable[[dict[str, Any], str, str], bool | None]:
-    """The configured rewards as the judge of a pair: the reply with the higher weighted sum is chosen."""
-
-    def prefer(row: dict[str, Any], a: str, b: str) -> bool | None:
-        columns = {key: [row[key]] * 2 for key in row if key != "prompt"}
-        completions = [[{"role": "assistant", "content": a}], [{"role": "assistant", "content": b}]]
-        score_a, score_b = weighted_sum(reward_matrix(job.reward_functions, [row["prompt"]] * 2, completions,
-                                                      **columns), job.reward_weights)
-        return None if score_a == score_b else bool(score_a > score_b)
-
-    return prefer
-
-
 def train(job: TrainingJob) -> Any:
     from datasets import Dataset
     from trl import DPOTrainer
@@ -130,7 +116,8 @@ def train(job: TrainingJob) -> Any:
             model, job.tokenizer, rows, job.population, samples_per_prompt=options.samples_per_prompt,
             max_new_tokens=options.max_new_tokens, temperature=options.temperature,
             noise=float(job.env_kwargs.get("noise", 0.1)), seed=derive_seed(job.seed, "dpo-sampling", round_index),
-            prefer=_rewards_judge(job) if options.judge == "rewards" else None,
+            prefer=pairwise_judge("rewards", reward_functions=job.reward_functions, reward_weights=job.reward_weights)
+            if options.judge == "rewards" else None,
         )
         if job.log is not None:
             job.log({f"dpo/{k}": v for k, v in stats.items()} | {"dpo/round": round_index + 1})

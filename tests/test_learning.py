@@ -25,9 +25,13 @@ PPO's run is reproducible only because ``agents/ppo.py`` seeds numpy's global RN
 PPOTrainer shuffles minibatches with it and never seeds it, so before that fix the same config learned
 (0.55) or collapsed (0.00) depending on the process.
 
-SFT has no reward: it learns from the users' own texts. Its case is two groups whose texts open
-differently ("I hope you are well..." from warm users, "Dear reader..." from formal ones); each group's
-adapter must start its reply to held-out users of that group with the group's own opening word.
+SFT learns from data, not from a reward. With ``data: chosen`` (its default) the data are the replies its
+judge picked among sampled candidates (rejection sampling): judged by the marker reward, the chosen replies
+say ``thanks`` more often than the candidates do, and so must the fine-tuned model; judged by the opposite
+reward, they say it less, so the two runs must end far apart. With ``data: writing_samples`` it learns from
+the users' own texts: two groups whose texts open differently ("I hope you are well..." from warm users,
+"Dear reader..." from formal ones); each group's adapter must start its reply to held-out users of that group
+with the group's own opening word.
 
 Prompting is left out: it trains nothing, and the tiny random model cannot follow an instruction, so
 whether a stated preference changes the replies is a question for the SmolLM2 runs, not for this file.
@@ -134,7 +138,8 @@ def penalizes_the_marker(prompts, completions, **kwargs):
     return [-r for r in pays_for_the_marker(prompts, completions)]
 
 
-def train(method, model_name, population, tmp_path, trainer, method_settings=None, reward=pays_for_the_marker):
+def train(method, model_name, population, tmp_path, trainer, method_settings=None, reward=pays_for_the_marker,
+          log=None, n_prompts=8):
     """Train through the method's own adapter, with the job the runner would build."""
     model, tokenizer, peft_config = load_policy(model_name)
     job = agents.TrainingJob(
@@ -149,9 +154,10 @@ def train(method, model_name, population, tmp_path, trainer, method_settings=Non
         trainer_settings=trainer,
         output_dir=tmp_path / "checkpoints",
         seed=0,
-        n_prompts=8,
+        n_prompts=n_prompts,
         population=population,
         method_settings=method_settings or {},
+        log=log,
     )
     torch.manual_seed(0)  # adapters (LoRA) are initialized before any trainer seeds torch
     return agents.as_policy(agents.get_method(method).train(job)), tokenizer
@@ -205,13 +211,38 @@ def test_dpo_learns_what_its_judge_prefers(frequent_words_model, warm_users, hel
     assert shares["warm"] - shares["cold"] > untrained["bar"] - untrained["mean"], shares
 
 
-# ---- SFT: the users' own texts -----------------------------------------------------------------------
+# ---- SFT: the chosen replies, and the users' own texts -------------------------------------------------
+
+
+def test_sft_on_chosen_replies_learns_what_its_judge_prefers(frequent_words_model, warm_users, held_out_prompts,
+                                                             untrained, tmp_path):
+    """Rejection sampling: of 16 sampled replies the judge (the configured rewards) keeps one per prompt.
+
+    The chosen replies' share of the marker is about 0.64 (the candidates': 0.25). Trained on their text with
+    an end-of-turn token after each (cut off at 8 tokens), the LoRA adapter spent itself on learning to stop
+    and reached only 0.29-0.36 in 12-30 steps; on the sampled tokens themselves it reaches about 0.43.
+    """
+    trainer = {"max_steps": 12, "per_device_train_batch_size": 8, "learning_rate": 1e-2}
+    settings = {"data": "chosen", "judge": "rewards", "candidates": 16, "max_new_tokens": REPLY_TOKENS, "temperature": 1.0}
+    shares, logged = {}, {}
+    for name, reward in (("warm", pays_for_the_marker), ("cold", penalizes_the_marker)):
+        records = []
+        policy, tokenizer = train("sft", frequent_words_model, warm_users, tmp_path / name, trainer, settings, reward,
+                                  log=records.append, n_prompts=32)
+        shares[name] = statistics.mean(marker_shares(policy.model, tokenizer, held_out_prompts))
+        (logged[name],) = [r for r in records if "sft/chosen_utility" in r]
+    print(f"sft (chosen): share of '{MARKER}' {untrained['mean']:.3f} -> warm judge {shares['warm']:.3f}, "
+          f"cold judge {shares['cold']:.3f}; bar {untrained['bar']:.3f}; logged {logged}")
+    assert shares["warm"] > untrained["bar"], shares
+    assert shares["warm"] - shares["cold"] > untrained["bar"] - untrained["mean"], shares
+    assert logged["warm"]["sft/examples"] == 32  # one chosen reply per prompt
 
 
 def test_sft_adapters_write_like_their_group(tmp_path):
     groups = [UserGroup("warm", 0.5, {"warmth": 1.0}, spread=0.0), UserGroup("formal", 0.5, {"formality": 1.0}, spread=0.0)]
     population = UserPopulation("writing", n_users=20, seed=0, groups=groups)
-    policy, tokenizer = train("sft", "tiny-random", population, tmp_path, {"max_steps": 20, "learning_rate": 1e-2})
+    policy, tokenizer = train("sft", "tiny-random", population, tmp_path, {"max_steps": 20, "learning_rate": 1e-2},
+                              {"data": "writing_samples", "per": "group"})
 
     def first_token(text: str) -> int:
         return tokenizer.encode(text)[0]

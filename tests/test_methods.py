@@ -27,7 +27,8 @@ SMALL_TRAINER = {
     "fit_rerank": "{}",
 }
 METHOD_SETTINGS = {"dpo": "{rounds: 1, max_new_tokens: 8}", "prompting": "{profile: stated, retrieval_k: 1}",
-                   "fit_rerank": "{k: 2, candidates: 2}"}
+                   "fit_rerank": "{k: 2, candidates: 2}",
+                   "sft": "{per: group, max_new_tokens: 8}"}
 TRAINING_FREE = ("prompting", "kshot", "fit_rerank")
 
 
