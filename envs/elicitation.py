@@ -45,6 +45,7 @@ from envs.population import UserPopulation
 from envs.scenarios import Scenario, Task, UserGroup
 from envs.style_text import phrase_request
 from envs.users import _PHRASES, SimulatedUser, UserProfile
+from envs.writing_assistant import SCENARIO as WRITING
 from envs.writing_assistant import WRITING_TASKS
 
 QUESTION_MAX_WORDS = 30
@@ -267,14 +268,7 @@ SCENARIO = Scenario(
     name="elicitation",
     groups=ELICITATION_GROUPS,
     tasks=WRITING_TASKS,
-    history_topics=(
-        "tell my sister about my weekend hiking trip",
-        "ask my manager for a day off next Friday",
-        "reply to a neighbour about a parcel",
-        "describe my favourite book to a friend",
-        "complain to a shop about a late delivery",
-        "congratulate a colleague on a promotion",
-    ),
+    history_topics=WRITING.history_topics[:6],  # the writing assistant's users' past requests
 )
 
 
