@@ -58,7 +58,8 @@ class TrainingJob:
     trainer_settings: dict[str, Any]
     output_dir: Path
     seed: int
-    n_prompts: int
+    prompts: int
+    """How many training prompts to draw from env resets (the config's ``prompts``)."""
     population: Any = None
     """The :class:`~envs.population.UserPopulation` the env's users come from (for methods that ask users directly)."""
     resume_from: str | None = None

@@ -147,13 +147,13 @@ def train(job: TrainingJob) -> Any:
 
     args = trainer_config(job.trainer_settings, job.output_dir, job.seed)
     local_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    if job.n_prompts < local_batch:
+    if job.prompts < local_batch:
         # The trainer drops incomplete batches and cycles its loader forever: too few prompts would hang it.
         raise TrainerSettingsError(
             f"trainer.per_device_train_batch_size: a batch of {local_batch} needs at least that many prompts, "
-            f"got {job.n_prompts}"
+            f"got {job.prompts}"
         )
-    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.n_prompts, seed=job.seed)
+    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.prompts, seed=job.seed)
     prompt_ids = [chat_prompt_ids(job.tokenizer, row["prompt"]) for row in rows]
     tokenizer = _tokenizer_for_ppo(job.tokenizer, prompt_ids)
     if args.stop_token is None and args.stop_token_id is None:

@@ -25,23 +25,23 @@ def prompt_key(messages: list[dict[str, str]]) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
 
-def build_prompt_dataset(env: gym.Env, n_prompts: int, seed: int,
+def build_prompt_dataset(env: gym.Env, prompts: int, seed: int,
                          quotas: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """``n_prompts`` distinct opening turns from env resets seeded by ``seed``'s ``"prompt"`` stream, as TRL rows.
+    """``prompts`` distinct opening turns from env resets seeded by ``seed``'s ``"prompt"`` stream, as TRL rows.
 
     Each row has ``prompt`` (chat messages), ``user_id``, ``task_id`` and ``group``. Prompts are unique,
     so a multi-turn rollout can find a prompt's user and task from the prompt alone. ``quotas`` (group ->
-    rows, summing to ``n_prompts``) keeps drawing until every group has its share, however rare it is.
+    rows, summing to ``prompts``) keeps drawing until every group has its share, however rare it is.
     """
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     left = dict(quotas) if quotas is not None else None
     attempt = 0
-    limit = 50 * n_prompts * (max(1, len(left)) if left else 1)
-    while len(rows) < n_prompts:
+    limit = 50 * prompts * (max(1, len(left)) if left else 1)
+    while len(rows) < prompts:
         if attempt >= limit:
             raise ValueError(
-                f"could only draw {len(rows)} distinct prompts of the {n_prompts} asked for; "
+                f"could only draw {len(rows)} distinct prompts of the {prompts} asked for; "
                 "lower the number of prompts or use more users"
             )
         _, info = env.reset(seed=derive_seed(seed, "prompt", attempt))

@@ -85,7 +85,7 @@ class EpisodeResult:
         return float(np.sum(self.rewards))
 
 
-def build_eval_set(env: Any, n_prompts: int, seed: int, balance_groups: bool = False) -> list[dict[str, Any]]:
+def build_eval_set(env: Any, prompts: int, seed: int, balance_groups: bool = False) -> list[dict[str, Any]]:
     """Opening turns of held-out users; ``env`` must draw from the ``held_out`` split.
 
     ``balance_groups`` gives every user group an equal share of the conversations (the first groups one
@@ -99,8 +99,8 @@ def build_eval_set(env: Any, n_prompts: int, seed: int, balance_groups: bool = F
     if balance_groups:
         population = env.unwrapped.population
         names = [g.name for g in population.groups if any(u.group == g.name for u in population.held_out_users)]
-        quotas = {name: n_prompts // len(names) + (i < n_prompts % len(names)) for i, name in enumerate(names)}
-    return build_prompt_dataset(env, n_prompts, seed=seed, quotas=quotas)
+        quotas = {name: prompts // len(names) + (i < prompts % len(names)) for i, name in enumerate(names)}
+    return build_prompt_dataset(env, prompts, seed=seed, quotas=quotas)
 
 
 def run_episodes(

@@ -202,7 +202,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             trainer_settings=trainer_settings,
             output_dir=run_dir / "checkpoints",
             seed=config.seed,
-            n_prompts=config.prompts,
+            prompts=config.prompts,
             population=population,
             resume_from=str(resume_from) if resume_from else None,
             log=lambda metrics: tracker.log(metrics, step=tracker.last_step, phase="method"),

@@ -78,7 +78,7 @@ def test_the_rows_reach_the_sft_trainer(monkeypatch, tmp_path):
     monkeypatch.setattr(trl, "SFTTrainer", FakeTrainer)
     job = TrainingJob(model="model", tokenizer=None, peft_config=None, env_id=ENV,
                       env_kwargs={"n_users": 30, "max_turns": 3}, max_turns=3, reward_functions=[], reward_weights=[],
-                      trainer_settings={"max_steps": 3}, output_dir=tmp_path, seed=5, n_prompts=0,
+                      trainer_settings={"max_steps": 3}, output_dir=tmp_path, seed=5, prompts=0,
                       method_settings={"episodes": 4})
     assert bc.train(job) == "model" and seen["trained"] and seen["max_steps"] == 3
     assert seen["rows"] == demonstration_rows(_env(), Settings.of({"episodes": 4}), 5)

@@ -139,7 +139,7 @@ def penalizes_the_marker(prompts, completions, **kwargs):
 
 
 def train(method, model_name, population, tmp_path, trainer, method_settings=None, reward=pays_for_the_marker,
-          log=None, n_prompts=8):
+          log=None, prompts=8):
     """Train through the method's own adapter, with the job the runner would build."""
     model, tokenizer, peft_config = load_policy(model_name)
     job = agents.TrainingJob(
@@ -154,7 +154,7 @@ def train(method, model_name, population, tmp_path, trainer, method_settings=Non
         trainer_settings=trainer,
         output_dir=tmp_path / "checkpoints",
         seed=0,
-        n_prompts=n_prompts,
+        prompts=prompts,
         population=population,
         method_settings=method_settings or {},
         log=log,
@@ -228,7 +228,7 @@ def test_sft_on_chosen_replies_learns_what_its_judge_prefers(frequent_words_mode
     for name, reward in (("warm", pays_for_the_marker), ("cold", penalizes_the_marker)):
         records = []
         policy, tokenizer = train("sft", frequent_words_model, warm_users, tmp_path / name, trainer, settings, reward,
-                                  log=records.append, n_prompts=32)
+                                  log=records.append, prompts=32)
         shares[name] = statistics.mean(marker_shares(policy.model, tokenizer, held_out_prompts))
         (logged[name],) = [r for r in records if "sft/chosen_utility" in r]
     print(f"sft (chosen): share of '{MARKER}' {untrained['mean']:.3f} -> warm judge {shares['warm']:.3f}, "
