@@ -9,6 +9,10 @@ Nothing here downloads anything. Model names resolve, in order:
 - a Hugging Face id (``org/name``) already present in the local Hugging Face cache.
 
 The attune cache is ``$ATTUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/attune``, else ``~/.cache/attune``.
+
+Why one module over 300 lines: loading the policy offline (embedded GGUF, tiny model, local folders) and
+sampling from it with left padding and seeded streams are the two halves of "the policy" every method and
+the evaluation share; neither is useful without the other.
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ around the group's centre with the group's spread, shifted by the trait effects,
 distribution; clipping to [-1, 1] never moves a weight across a level boundary).
 
 Everything here is numpy and the standard library: it imports without torch or TRL.
+
+Why one module over 300 lines: the question rule, the truthful answers and the exact posterior over groups
+are one model of what a user reveals, and the env's step uses all three; the natural seam, if it grows,
+is the posterior (a module of its own that the belief-shaping reward also reads).
 """
 
 from __future__ import annotations

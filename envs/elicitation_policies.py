@@ -16,6 +16,9 @@ it believes in, scored by the simulated user's own utility. Policies read the en
 revealed so far and the posterior over groups), which is what the user's answers say in words.
 
 Everything here is numpy and the standard library: it imports without torch or TRL.
+
+Why one module over 300 lines: the scripted policies and the demonstrations drawn from them are one
+reference set (expert, behaviour, random-question, oracle), used together by the metrics and by BC.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ its interval:
   scores behind them are computed per episode by :func:`experiments.text_metrics.score_texts` right after the
   episodes are played and stored on each :class:`EpisodeResult`; declared metrics aggregate them like every
   other number.
+
+Why one module over 300 lines: playing the episodes, the per-episode record and the core metrics declared
+on it change together (a new field on :class:`EpisodeResult` and the metric that reads it); the model-scored
+text metrics are in :mod:`experiments.text_metrics`.
 """
 
 from __future__ import annotations

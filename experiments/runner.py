@@ -2,6 +2,11 @@
 
 Everything lands in ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl``, ``eval.json``, ``episodes.json``,
 ``checkpoints/final/`` (the trained model or LoRA adapter), ``report.md``, ``plots/*.png`` and ``wandb/``.
+
+Why one module over 300 lines: :func:`run` is the order of a run, read top to bottom (prepare, base
+evaluation, rewards, the method's job, training, evaluation, report); splitting it would scatter that order.
+Variants, tables, caching and metrics live elsewhere (:mod:`experiments.comparison`,
+:mod:`experiments.eval_cache`, :mod:`experiments.metrics`).
 """
 
 from __future__ import annotations
