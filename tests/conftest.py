@@ -28,3 +28,21 @@ def attune_cli():
     if not script.exists():
         pytest.fail(f"console script {script} missing: install the project with `pip install -e .` (make test does)")
     return str(script)
+
+
+@pytest.fixture
+def benchmark_smoke(attune_cli, tmp_path):
+    """Run ``attune benchmark NAME --scale smoke`` through the real CLI; returns the folder and benchmark.json."""
+    import json
+    import subprocess
+
+    def run(name: str, cwd: Path = REPO, bench_name: str | None = None) -> tuple[Path, dict]:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+               "RAY_TMPDIR": f"/tmp/ray-{name[:8]}-{os.getpid()}"}
+        result = subprocess.run([attune_cli, "benchmark", name, "--scale", "smoke", f"tracking.runs_dir={tmp_path / 'runs'}"],
+                                capture_output=True, text=True, timeout=900, cwd=cwd, env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        folder = tmp_path / "runs" / f"benchmark-{bench_name or name}-smoke"  # named by the suite's name
+        return folder, json.loads((folder / "benchmark.json").read_text())
+
+    return run

@@ -165,13 +165,10 @@ def test_the_example_benchmark_loads_and_every_arm_is_a_valid_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_example_benchmark_runs_through_the_cli(attune_cli, tmp_path):
+def test_the_example_benchmark_runs_through_the_cli(benchmark_smoke, tmp_path):
     path = tmp_path / "my_first.yaml"
     path.write_text(BENCHMARK_EXAMPLE.group(1))
-    done = subprocess.run([attune_cli, "benchmark", str(path), "--scale", "smoke", f"tracking.runs_dir={tmp_path / 'runs'}"],
-                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    data = json.loads((tmp_path / "runs" / "benchmark-my_first-smoke" / "benchmark.json").read_text())
+    _, data = benchmark_smoke(str(path), cwd=tmp_path, bench_name="my_first")
     assert sorted(t["arm"] for t in data["trials"]) == ["grpo", "prompting"]
     (claim,) = data["claims"]
     assert claim["id"] == "rl_beats_prompting" and claim["status"] in ("held", "not held")

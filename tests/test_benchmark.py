@@ -1,8 +1,6 @@
 """`attune benchmark`: the maxmin reward, shape-claim evaluation and the table, and the pluralistic suite end to end."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -147,13 +145,8 @@ def test_trial_metrics_from_a_run_folder_per_group_worst_group_and_gap(tmp_path)
 
 
 @pytest.mark.slow
-def test_pluralistic_smoke_through_the_cli(attune_cli, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_TMPDIR": f"/tmp/ray-bench-{os.getpid()}"}
-    result = subprocess.run([attune_cli, "benchmark", "pluralistic", "--scale", "smoke", f"tracking.runs_dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    folder = tmp_path / "benchmark-pluralistic-smoke"
-    data = json.loads((folder / "benchmark.json").read_text())
+def test_pluralistic_smoke_through_the_cli(benchmark_smoke):
+    folder, data = benchmark_smoke("pluralistic")
     assert len(data["trials"]) == 4 * 2 * 2 and all(t["status"] == "done" for t in data["trials"])
     assert all(Path(t["run_dir"], "eval.json").is_file() for t in data["trials"])
     assert {c["id"] for c in data["claims"]} == {"pooled_fails_minority", "pooled_gap_grows", "maxmin_lifts_minority",

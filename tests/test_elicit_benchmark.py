@@ -4,8 +4,6 @@ the behaviour data), claims that read the published shape the right way round, a
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -144,13 +142,8 @@ def test_normalised_return_is_0_at_the_worst_50_at_the_behaviour_data_and_100_at
 
 
 @pytest.mark.slow
-def test_elicit_smoke_through_the_cli(attune_cli, tmp_path, bench):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_TMPDIR": f"/tmp/ray-el-{os.getpid()}"}
-    result = subprocess.run([attune_cli, "benchmark", "elicit", "--scale", "smoke", f"tracking.runs_dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    folder = tmp_path / "benchmark-elicit-smoke"
-    data = json.loads((folder / "benchmark.json").read_text())
+def test_elicit_smoke_through_the_cli(benchmark_smoke, bench):
+    folder, data = benchmark_smoke("elicit")
     smoke_arms = [arm.name for arm in scale_arms(bench, "smoke")]
     seeds = bench.scales["smoke"].seeds
     assert [t["arm"] for t in data["trials"]] == [a for a in smoke_arms for _ in seeds]

@@ -2,8 +2,6 @@
 the published shape the right way round, its metrics come from eval.json, and the smoke runs through the CLI."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -105,13 +103,8 @@ def test_a_trial_evaluated_without_the_text_metrics_is_one_clear_error(tmp_path)
 
 
 @pytest.mark.slow
-def test_frontier_smoke_through_the_cli(attune_cli, tmp_path, bench):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_TMPDIR": f"/tmp/ray-fr-{os.getpid()}"}
-    result = subprocess.run([attune_cli, "benchmark", "frontier", "--scale", "smoke", f"tracking.runs_dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    folder = tmp_path / "benchmark-frontier-smoke"
-    data = json.loads((folder / "benchmark.json").read_text())
+def test_frontier_smoke_through_the_cli(benchmark_smoke, bench):
+    folder, data = benchmark_smoke("frontier")
     smoke_arms = [arm.name for arm in scale_arms(bench, "smoke")]
     assert [t["arm"] for t in data["trials"]] == smoke_arms and all(t["status"] == "done" for t in data["trials"])
     base_means = set()

@@ -1,8 +1,6 @@
 """The population suite's pieces: Dirichlet users, past choices, k-shot / retrieval / fit-and-rerank, its metrics."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -173,13 +171,8 @@ def test_win_rate_vs_the_best_of_k_is_one_half_for_the_best_candidate_itself():
 
 
 @pytest.mark.slow
-def test_population_smoke_through_the_cli(attune_cli, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_TMPDIR": f"/tmp/ray-pop-{os.getpid()}"}
-    result = subprocess.run([attune_cli, "benchmark", "population", "--scale", "smoke", f"tracking.runs_dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    folder = tmp_path / "benchmark-population-smoke"
-    data = json.loads((folder / "benchmark.json").read_text())
+def test_population_smoke_through_the_cli(benchmark_smoke):
+    folder, data = benchmark_smoke("population")
     assert len(data["trials"]) == 4 * 2 and all(t["status"] == "done" for t in data["trials"])
     assert {t["seed"] for t in data["trials"]} == {0}  # users.seed 0
     # zero-shot is every trial's base policy: the same conversations and seeds, so one value per alpha
