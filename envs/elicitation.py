@@ -336,22 +336,10 @@ class ElicitationEnv(ConversationEnv):
 
     def __init__(
         self,
-        population: UserPopulation | None = None,
-        split: str = "train",
-        n_users: int = 100,
-        population_seed: int = 0,
         max_turns: int = 4,
         feedback: str = "utility",
         reward_mode: str = "episode_end",
-        noise: float = 0.1,
-        satisfaction_utility: float = 1.5,
-        patience: int | None = None,
         leave_utility: float | None = None,
-        drift: float = 0.0,
-        inconsistent: float = 0.0,
-        adversarial: float = 0.0,
-        group_tag: bool = False,
-        render_mode: str | None = None,
         question_cost: float = QUESTION_COST,
         question_max_words: int = QUESTION_MAX_WORDS,
         shaping_weight: float = 0.0,
@@ -359,7 +347,10 @@ class ElicitationEnv(ConversationEnv):
         styled_request: bool = False,
         invite_questions: bool = True,
         scenario: str | None = None,
+        **options: Any,
     ) -> None:
+        """Every :class:`~envs.conversation.ConversationEnv` option (``population``, ``split``, ``noise``,
+        ``patience``, ...) is taken as it is there; the ones above have this env's defaults or are its own."""
         if leave_utility is not None:
             raise ValueError("leave_utility does not apply to the elicitation env: its episode ends with the "
                              "assistant's first answer; leave env.leave_utility unset")
@@ -372,11 +363,7 @@ class ElicitationEnv(ConversationEnv):
                 raise ValueError(f"{name} must be True or False, got {value!r}")
         if scenario is not None:
             self.scenario = scenario
-        super().__init__(population=population, split=split, n_users=n_users, population_seed=population_seed,
-                         max_turns=max_turns, feedback=feedback, reward_mode=reward_mode, noise=noise,
-                         satisfaction_utility=satisfaction_utility, patience=patience, leave_utility=None,
-                         drift=drift, inconsistent=inconsistent, adversarial=adversarial, group_tag=group_tag,
-                         render_mode=render_mode)
+        super().__init__(max_turns=max_turns, feedback=feedback, reward_mode=reward_mode, leave_utility=None, **options)
         self.question_cost = float(question_cost)
         self.question_max_words = question_max_words
         self.shaping_weight = float(shaping_weight)
