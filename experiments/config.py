@@ -312,6 +312,31 @@ class TrackingSettings(_Section):
         return value
 
 
+class DPSettings(_Section):
+    """DP-SGD (Opacus) for the methods that train on users' own data; the privacy unit is a user."""
+
+    epsilon: float | None = Field(None, gt=0.0, description="target privacy budget: the noise is calibrated to reach it "
+                                  "over the whole run (give epsilon or noise_multiplier, not both)")
+    noise_multiplier: float | None = Field(None, ge=0.0, description="Gaussian noise std / max_grad_norm; "
+                                           "epsilon is then reported, not targeted")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="per-user gradient clipping bound")
+    delta: float | None = Field(None, gt=0.0, lt=1.0, description="delta of (epsilon, delta)-DP; default 1 / "
+                                "(number of training users), rounded down to a power of ten")
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> DPSettings:
+        if (self.epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError("privacy.dp: give exactly one of epsilon (a target budget) or noise_multiplier")
+        return self
+
+
+class PrivacySettings(_Section):
+    dp: DPSettings | None = Field(None, description="train with differential privacy (DP-SGD, per-user clipping "
+                                  "and noise); methods that train on users' own data only")
+    redact: bool = Field(True, description="pass every text that leaves the process (run files, reports, W&B) "
+                         "through the PII redactor")
+
+
 class SweepSettings(_Section):
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -365,6 +390,7 @@ class ExperimentConfig(_Section):
     resume: bool = Field(False, description="continue the last unfinished run of this experiment from its checkpoint")
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     sweep: SweepSettings | None = Field(None, description="a search over this config with `attune sweep`")
     variants: list[dict[str, Any]] = Field(
         default_factory=list,
