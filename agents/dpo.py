@@ -11,13 +11,13 @@ number: replies are paired 0-1, 2-3, ...), ``max_new_tokens`` and ``temperature`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from agents import MethodSettings, MethodSpec, TrainingJob, build_trl_config, finish_trainer_setup
-from agents.judging import Prefer, pairwise_judge
+from agents import MethodSpec, TrainingJob, build_trl_config, finish_trainer_setup
+from agents.judging import Prefer, SampledChoiceSettings, pairwise_judge
 from agents.policy import generate_replies
 from agents.rollouts import build_prompt_dataset, make_env
 from envs.seeding import derive_seed
@@ -35,14 +35,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
-class Settings(MethodSettings):
+class Settings(SampledChoiceSettings):
     rounds: int = Field(2, ge=1, description="sample-choose-train rounds; the next round samples the updated policy")
     samples_per_prompt: int = Field(2, ge=2, description="replies sampled per prompt, paired 0-1, 2-3, ...")
-    max_new_tokens: int = Field(32, ge=1, description="length limit of the sampled replies")
-    temperature: float = Field(0.9, gt=0.0, allow_inf_nan=False, description="sampling temperature of the replies")
-    judge: Literal["users", "rewards"] = Field(
-        "users", description="who picks the chosen reply of a pair: the users' own pairwise choices, or the "
-        "configured rewards (the higher weighted sum; ties are skipped), as in RLAIF")
 
     @model_validator(mode="after")
     def _even(self) -> "Settings":

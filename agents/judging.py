@@ -7,10 +7,23 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pydantic import Field
+
+from agents.registry import MethodSettings
 from rewards.combine import reward_matrix, weighted_sum
 
 Prefer = Callable[[dict[str, Any], str, str], "bool | None"]
 """``prefer(row, a, b)``: True where reply ``a`` is chosen, False where ``b`` is, None for no preference."""
+
+
+class SampledChoiceSettings(MethodSettings):
+    """The ``method_settings`` of a method that samples replies and learns from the chosen one (dpo, sft)."""
+
+    max_new_tokens: int = Field(32, ge=1, description="length limit of the sampled replies")
+    temperature: float = Field(0.9, gt=0.0, allow_inf_nan=False, description="sampling temperature of the replies")
+    judge: Literal["users", "rewards"] = Field(
+        "users", description="who picks the chosen reply: the prompt's own user's pairwise choices, or the "
+        "configured rewards (the higher weighted sum; ties are skipped), as in RLAIF")
 
 
 def pairwise_judge(

@@ -56,7 +56,9 @@ def _validate_settings(model: type[MethodSettings], settings: Any) -> MethodSett
             field, _, message = message.partition(": ")
             raise TrainerSettingsError(f"method_settings.{field}: {message}") from None
         if error["type"] == "extra_forbidden":
-            fields = list(model.model_fields)
+            # The method's own settings first, then those it shares with other methods (inherited).
+            own = [name for name in vars(model).get("__annotations__", {}) if name in model.model_fields]
+            fields = own + [name for name in model.model_fields if name not in own]
             allowed = f"allowed: {', '.join(fields)}" if fields else "it has none"
             raise TrainerSettingsError(f"method_settings.{field}: not a setting of this method; {allowed}") from None
         raise TrainerSettingsError(f"method_settings.{field}: {message} (got {error.get('input')!r})") from None

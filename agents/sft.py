@@ -32,8 +32,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from agents import MethodSettings, MethodSpec, TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
-from agents.judging import Prefer, pairwise_judge
+from agents import MethodSpec, TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from agents.judging import Prefer, SampledChoiceSettings, pairwise_judge
 from agents.policy import chat_prompt_ids, sample_continuations
 from agents.rollouts import build_prompt_dataset, make_env
 from envs.seeding import derive_seed, torch_seeded
@@ -51,18 +51,15 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
-class Settings(MethodSettings):
+class Settings(SampledChoiceSettings):
+    """``max_new_tokens``, ``temperature`` and ``judge`` apply to ``data: chosen`` only."""
+
     per: Literal["all", "group", "user"] = Field(
         "all", description="one LoRA adapter for all users, one per preference group, or one per user")
     data: Literal["chosen", "writing_samples"] = Field(
         "chosen", description="fine-tune on the replies the users chose among sampled candidates (rejection "
         "sampling), or on the users' own writing samples")
     candidates: int = Field(4, ge=2, description="data: chosen: replies sampled per prompt, of which the user keeps one")
-    max_new_tokens: int = Field(32, ge=1, description="data: chosen: length limit of the sampled replies")
-    temperature: float = Field(0.9, gt=0.0, allow_inf_nan=False, description="data: chosen: sampling temperature")
-    judge: Literal["users", "rewards"] = Field(
-        "users", description="data: chosen: who picks the best candidate: the prompt's own user's pairwise "
-        "choices, or the configured rewards (the higher weighted sum)")
 
     @model_validator(mode="after")
     def _per_user_needs_samples(self) -> "Settings":

@@ -22,6 +22,29 @@ def _isolated_environment(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def env_trace():
+    """``trace(env, seed, replies, utility_key="utility")``: everything an env returns over scripted replies.
+
+    Reset with ``seed``, one step per reply, resetting (without a seed) when an episode ends; two envs are
+    deterministic under a seed when their traces are equal.
+    """
+
+    def trace(env, seed, replies, utility_key="utility"):
+        out = []
+        obs, info = env.reset(seed=seed)
+        out.append((obs, info["user_id"], info["task_id"]))
+        for reply in replies:
+            obs, reward, terminated, truncated, info = env.step(reply)
+            out.append((obs, reward, terminated, truncated, info[utility_key], info["feedback"]["message"]))
+            if terminated or truncated:
+                obs, info = env.reset()
+                out.append((obs, info["user_id"], info["task_id"]))
+        return out
+
+    return trace
+
+
+@pytest.fixture(scope="session")
 def attune_cli():
     """The installed console script, as a user would run it."""
     script = Path(sys.executable).with_name("attune")

@@ -52,20 +52,14 @@ def test_docstring_example_runs():
     assert doctest.testmod(envs.elicitation, raise_on_error=False).failed == 0
 
 
-def trace(seed, **kwargs):
-    env = make(max_turns=3, noise=0.3, drift=0.2, inconsistent=0.2, **kwargs)
-    out = []
-    obs, info = env.reset(seed=seed)
-    for reply in ["Do you prefer short replies?", "Formal or casual tone?", ANSWER] * 2:
-        obs, reward, terminated, truncated, info = env.step(reply)
-        out.append((obs, reward, terminated, truncated, info["expected_utility"], info["feedback"]["message"]))
-        if terminated or truncated:
-            obs, info = env.reset()
-            out.append((obs, info["user_id"], info["task_id"]))
-    return out
+QUESTIONS_THEN_ANSWER = ["Do you prefer short replies?", "Formal or casual tone?", ANSWER] * 2
 
 
-def test_same_seed_same_rollout():
+def test_same_seed_same_rollout(env_trace):
+    def trace(seed):
+        env = make(max_turns=3, noise=0.3, drift=0.2, inconsistent=0.2)
+        return env_trace(env, seed, QUESTIONS_THEN_ANSWER, utility_key="expected_utility")
+
     assert trace(5) == trace(5)
     assert trace(5) != trace(6)
 

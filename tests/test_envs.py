@@ -57,26 +57,13 @@ def test_each_scenario_has_its_own_tasks_users_and_domain_dimension(env_id):
     assert len(groups) >= 2
 
 
-def rollout(env, seed, replies):
-    trace = []
-    obs, info = env.reset(seed=seed)
-    trace.append((obs, info["user_id"], info["task_id"]))
-    for reply in replies:
-        obs, reward, terminated, truncated, info = env.step(reply)
-        trace.append((obs, reward, terminated, truncated, info["utility"], info["feedback"]["message"]))
-        if terminated or truncated:
-            obs, info = env.reset()
-            trace.append((obs, info["user_id"], info["task_id"]))
-    return trace
-
-
 @pytest.mark.parametrize("env_id", envs.TEXT_ENV_IDS)
 @pytest.mark.parametrize("feedback", ["rating", "utility", "pairwise", "critique", "implicit"])
-def test_same_seed_same_rollout(env_id, feedback):
+def test_same_seed_same_rollout(env_id, feedback, env_trace):
     kwargs = dict(max_turns=3, feedback=feedback, noise=0.3, drift=0.2, inconsistent=0.2, adversarial=0.2, patience=2)
-    a = rollout(gym.make(env_id, **kwargs).unwrapped, 11, REPLIES * 3)
-    b = rollout(gym.make(env_id, **kwargs).unwrapped, 11, REPLIES * 3)
-    c = rollout(gym.make(env_id, **kwargs).unwrapped, 12, REPLIES * 3)
+    a = env_trace(gym.make(env_id, **kwargs).unwrapped, 11, REPLIES * 3)
+    b = env_trace(gym.make(env_id, **kwargs).unwrapped, 11, REPLIES * 3)
+    c = env_trace(gym.make(env_id, **kwargs).unwrapped, 12, REPLIES * 3)
     assert a == b
     assert a != c
 
