@@ -26,7 +26,8 @@ Schema (all timestamps are UTC ISO-8601 strings, e.g. ``2026-11-03T10:15:02.1234
     preferences; ``{}`` when none), created TEXT.
 ``tasks``
     id INTEGER PK, scenario TEXT (env/scenario id, or NULL for a request the person typed),
-    prompt TEXT, person_id INTEGER NULL -> people.id, created TEXT.
+    scenario_task TEXT NULL (the scenario's task id, e.g. ``write-000``), prompt TEXT,
+    person_id INTEGER NULL -> people.id, created TEXT.
 ``replies``
     id INTEGER PK, task_id INTEGER -> tasks.id, model TEXT (model id or run path),
     text TEXT, generation TEXT (JSON object of generation settings), created TEXT.
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS people (
 CREATE TABLE IF NOT EXISTS tasks (
     id        INTEGER PRIMARY KEY,
     scenario  TEXT,
+    scenario_task TEXT,
     prompt    TEXT NOT NULL CHECK (length(prompt) > 0),
     person_id INTEGER REFERENCES people(id),
     created   TEXT NOT NULL
@@ -111,6 +113,14 @@ CREATE INDEX IF NOT EXISTS chat_turns_conversation ON chat_turns(conversation, i
 
 class FeedbackStoreError(ValueError):
     """A write that would store something wrong (unknown id, bad choice, rating out of range)."""
+
+
+class UnknownIdError(FeedbackStoreError):
+    """A write names a person, task or reply that does not exist."""
+
+
+class AlreadyJudgedError(FeedbackStoreError):
+    """``record_judgement(..., once=True)`` for a task that already has a judgement."""
 
 
 def utc_now() -> str:
@@ -214,17 +224,18 @@ class FeedbackStore:
             return int(cur.lastrowid)
 
     def add_task(self, prompt: str, scenario: str | None = None,
-                 person_id: int | None = None) -> int:
+                 person_id: int | None = None, scenario_task: str | None = None) -> int:
         """Add a task (the user's request). `scenario` is the env/scenario id it came from, None
-        for a request the person typed; `person_id` is who it was shown to, if anyone."""
+        for a request the person typed, and `scenario_task` the scenario's task id;
+        `person_id` is who it was shown to, if anyone."""
         if not (prompt or "").strip():
             raise FeedbackStoreError("task prompt is empty: give the request text")
         with self._write() as conn:
             if person_id is not None:
                 self._require(conn, "people", person_id)
             cur = conn.execute(
-                "INSERT INTO tasks (scenario, prompt, person_id, created) VALUES (?, ?, ?, ?)",
-                (scenario, prompt, person_id, utc_now()))
+                "INSERT INTO tasks (scenario, scenario_task, prompt, person_id, created) "
+                "VALUES (?, ?, ?, ?, ?)", (scenario, scenario_task, prompt, person_id, utc_now()))
             return int(cur.lastrowid)
 
     def add_reply(self, task_id: int, model: str, text: str,
@@ -243,12 +254,15 @@ class FeedbackStore:
 
     def record_judgement(self, task_id: int, person_id: int, left_reply_id: int,
                          right_reply_id: int, choice: str, left_rating: int | None = None,
-                         right_rating: int | None = None, critique: str | None = None) -> int:
+                         right_rating: int | None = None, critique: str | None = None,
+                         once: bool = False) -> int:
         """Record one blind pairwise judgement; returns its id.
 
         `left_reply_id`/`right_reply_id` are the replies in the order the person saw them;
         `choice` is ``"left"``, ``"right"`` or ``"tie"``; ratings are optional integers 1-5;
         `critique` is optional free text. Both replies must belong to `task_id` and differ.
+        With ``once=True`` a second judgement of the same task raises :class:`AlreadyJudgedError`
+        (checked inside the write transaction, so two racing submissions store exactly one).
         """
         if choice not in CHOICES:
             raise FeedbackStoreError(f"choice {choice!r} is not one of {', '.join(CHOICES)}")
@@ -262,12 +276,18 @@ class FeedbackStore:
         with self._write() as conn:
             self._require(conn, "tasks", task_id)
             self._require(conn, "people", person_id)
+            if once:
+                done = conn.execute("SELECT id FROM judgements WHERE task_id = ?",
+                                    (task_id,)).fetchone()
+                if done is not None:
+                    raise AlreadyJudgedError(
+                        f"task {task_id} was already judged (judgement {done['id']})")
             models = {}
             for side, reply_id in (("left", left_reply_id), ("right", right_reply_id)):
                 row = conn.execute("SELECT task_id, model FROM replies WHERE id = ?",
                                    (reply_id,)).fetchone()
                 if row is None:
-                    raise FeedbackStoreError(f"{side} reply {reply_id} does not exist")
+                    raise UnknownIdError(f"{side} reply {reply_id} does not exist")
                 if row["task_id"] != task_id:
                     raise FeedbackStoreError(
                         f"{side} reply {reply_id} belongs to task {row['task_id']}, not {task_id}")
@@ -300,7 +320,7 @@ class FeedbackStore:
     def _require(conn: sqlite3.Connection, table: str, row_id: int) -> None:
         if conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)).fetchone() is None:
             singular = {"people": "person", "tasks": "task", "replies": "reply"}[table]
-            raise FeedbackStoreError(f"{singular} {row_id} does not exist")
+            raise UnknownIdError(f"{singular} {row_id} does not exist")
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -341,12 +361,12 @@ class FeedbackStore:
 
     def judgements(self, person_id: int | None = None) -> list[dict]:
         """Every judgement (or one person's), oldest first, joined with its task, person and
-        both replies. Keys: the judgement's columns plus ``scenario, prompt, person_name,
+        both replies. Keys: the judgement's columns plus ``scenario, scenario_task, prompt, person_name,
         preferences, left_text, left_generation, right_model, right_text, right_generation,
         chosen_reply_id, rejected_reply_id, chosen_model, rejected_model`` (the last four are
         None for a tie)."""
         sql = """
-            SELECT j.*, t.scenario, t.prompt, p.name AS person_name, p.preferences,
+            SELECT j.*, t.scenario, t.scenario_task, t.prompt, p.name AS person_name, p.preferences,
                    l.text AS left_text, l.generation AS left_generation,
                    r.model AS right_model, r.text AS right_text, r.generation AS right_generation
             FROM judgements j

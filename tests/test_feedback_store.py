@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from experiments.feedback_store import FeedbackStoreError, open_store
+from experiments.feedback_store import AlreadyJudgedError, FeedbackStoreError, UnknownIdError, open_store
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def store(tmp_path):
 
 def _pair(store, person=None):
     task = store.add_task("Write a birthday note.", scenario="attune/WritingAssistant-v0",
-                          person_id=person)
+                          person_id=person, scenario_task="write-007")
     a = store.add_reply(task, "runs/trained", "Happy birthday!", {"max_new_tokens": 16})
     b = store.add_reply(task, "base:tiny-random", "Many happy returns of the day.", {})
     return task, a, b
@@ -53,6 +53,7 @@ def test_judgement_round_trip_with_chosen_and_rejected(store):
     assert first["left_rating"] == 2 and first["right_rating"] == 5
     assert first["critique"] == "the short one"
     assert first["prompt"] == "Write a birthday note." and first["person_name"] == "Ada"
+    assert first["scenario"] == "attune/WritingAssistant-v0" and first["scenario_task"] == "write-007"
     assert first["right_text"] == "Happy birthday!" and first["left_generation"] == {}
     assert first["right_generation"] == {"max_new_tokens": 16}
     assert rows[1]["chosen_reply_id"] is None and rows[1]["critique"] is None
@@ -92,13 +93,35 @@ def test_bad_people_tasks_replies_and_turns(store):
         store.add_person("Bo", ["brevity"])
     with pytest.raises(FeedbackStoreError, match="prompt"):
         store.add_task("")
-    with pytest.raises(FeedbackStoreError, match="person 5"):
+    with pytest.raises(UnknownIdError, match="person 5"):
         store.add_task("hi", person_id=5)
     with pytest.raises(FeedbackStoreError, match="task 5"):
         store.add_reply(5, "m", "t")
     with pytest.raises(FeedbackStoreError, match="role"):
         store.add_chat_turn("c1", "m", "robot", "hi")
     assert store.counts() == dict(people=0, tasks=0, replies=0, judgements=0, chat_turns=0)
+
+
+def test_once_stores_one_judgement_per_task_under_racing_threads(store):
+    ada = store.add_person("Ada")
+    task, a, b = _pair(store, ada)
+    outcomes = []
+
+    def submit():
+        try:
+            outcomes.append(store.record_judgement(task, ada, a, b, "left", once=True))
+        except AlreadyJudgedError as err:
+            outcomes.append(str(err))
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(isinstance(o, int) for o in outcomes) == 1
+    assert sum("already judged" in str(o) for o in outcomes) == 5
+    assert store.counts()["judgements"] == 1
+    assert store.task(task)["scenario_task"] == "write-007"
 
 
 def test_chat_turns_in_order(store):
