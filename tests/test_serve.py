@@ -257,3 +257,35 @@ def test_a_message_while_the_policy_is_answering_is_refused(tmp_path):
             release.set()
             assert wait(client, first["job_id"])["status"] == "done"
         assert [t["text"] for t in store.chat(first["conversation"])] == ["Hi", "slow answers Hi"]
+
+
+def test_cli_errors_are_one_line(attune_cli, tmp_path):
+    import socket
+    import subprocess
+
+    def serve(*args):
+        return subprocess.run([attune_cli, "serve", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    missing = serve("runs/nope")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == ("serve error: run folder runs/nope does not exist: give a folder written by "
+                                      "`attune run`, e.g. runs/<name>/")
+    (tmp_path / "not-a-run").mkdir()
+    assert "is not a run folder (no config.yaml)" in serve("not-a-run").stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = serve("--model", "tiny-random", "--port", str(taken.getsockname()[1]))
+    assert busy.returncode == 2 and "pass another --port" in busy.stderr and "Traceback" not in busy.stderr
+    assert not (tmp_path / "feedback.sqlite").exists()  # nothing written before the checks pass
+
+
+def test_readme_starts_the_demo_run():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith(".venv/bin/attune serve "))
+    # `make demo` runs experiments/configs/quickstart.yaml, whose run folders are runs/quickstart__<env>__...
+    assert "runs/quickstart__*" in command and "--db feedback.sqlite" in command
+    assert "![" in readme and "(docs/serve.png)" in readme
+    assert (Path(__file__).resolve().parents[1] / "docs" / "serve.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,7 +1,10 @@
 """`attune serve` tested as a person uses it: the real command with the tiny model, driven in headless Chromium.
 
 Needs Debian's Chromium at /usr/bin/chromium (`apt-get install chromium`); Playwright drives it through
-``executable_path``, no `playwright install`. Set ATTUNE_SCREENSHOT=1 to save the page to docs/serve.png.
+``executable_path``, no `playwright install`. Set ATTUNE_SCREENSHOT=1 to save the page to docs/serve.png, or
+make the README's screenshot with a real model (about a minute on a CPU):
+
+    PYTHONPATH=. .venv/bin/python tests/test_serve_browser.py --model smollm2-135m-instruct
 """
 
 import json
@@ -21,6 +24,7 @@ from experiments.feedback_store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("ATTUNE_CHROMIUM", "/usr/bin/chromium"))
+SCREENSHOT = REPO / "docs" / "serve.png"
 INJECTED_NAME = '<img src=x onerror="document.body.dataset.pwned=1">Eve'
 INJECTED_CRITIQUE = "<script>document.body.dataset.pwned=1</script> shorter, please"
 
@@ -49,33 +53,42 @@ def tiny_run(runs_dir: Path) -> Path:
     return run
 
 
-@pytest.fixture
-def server(attune_cli, tmp_path):
-    run = tiny_run(tmp_path / "runs")
-    db = tmp_path / "feedback.sqlite"
+def start_server(attune: str, args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
+    """Start `attune serve ARGS` on a free loopback port; returns the process and its URL once it answers."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [attune_cli, "serve", str(run), "--port", str(port), "--db", str(db), "--max-new-tokens", "12"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    process = subprocess.Popen([attune, "serve", *args, "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while True:
         try:
             urllib.request.urlopen(url + "/api/info", timeout=5)
-            break
+            return process, url
         except OSError:  # refused until the models are loaded (URLError, timeouts and resets are OSErrors)
             if process.poll() is not None or time.time() > deadline:
                 process.kill()
-                pytest.fail(f"attune serve did not start:\n{process.stdout.read()}")
+                raise RuntimeError(f"attune serve did not start:\n{process.stdout.read()}")
             time.sleep(0.2)
-    yield url, db, run
+
+
+def stop_server(process: subprocess.Popen) -> str:
     process.terminate()
     try:
         out, _ = process.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
         out, _ = process.communicate()
+    return out
+
+
+@pytest.fixture
+def server(attune_cli, tmp_path):
+    run = tiny_run(tmp_path / "runs")
+    db = tmp_path / "feedback.sqlite"
+    process, url = start_server(attune_cli, [str(run), "--db", str(db), "--max-new-tokens", "12"], tmp_path)
+    yield url, db, run
+    out = stop_server(process)
     assert "Traceback" not in out, out
 
 
@@ -124,7 +137,7 @@ def test_a_person_judges_and_chats_in_the_browser(server):
                     page.select_option("#right-rating", rating)
                     page.fill("#critique", INJECTED_CRITIQUE)
                     if os.environ.get("ATTUNE_SCREENSHOT") == "1":
-                        page.screenshot(path=str(REPO / "docs" / "serve.png"), full_page=True)
+                        page.screenshot(path=str(SCREENSHOT), full_page=True)
                 page.click("#submit-judgement")
                 expect(page.locator("#saved")).to_contain_text(f"Saved judgement #{len(choices) + 1}")
                 choices.append(choice.removeprefix("#choice-"))
@@ -172,3 +185,46 @@ def test_a_person_judges_and_chats_in_the_browser(server):
     assert sorted(statuses) == [201] + [409] * 5
     with open_store(db) as store:
         assert len(store.judgements()) == 3
+
+
+def save_screenshot(model: str, out: Path = SCREENSHOT) -> None:
+    """The page mid-judgement with ``model`` against itself (a real model reads better than tiny-random)."""
+    import sys
+    import tempfile
+
+    from playwright.sync_api import expect, sync_playwright
+
+    attune = str(Path(sys.executable).with_name("attune"))
+    with tempfile.TemporaryDirectory() as folder:
+        process, url = start_server(attune, ["--model", model, "--db", f"{folder}/feedback.sqlite",
+                                             "--max-new-tokens", "60"], Path(folder))
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+                page = browser.new_page(viewport={"width": 1100, "height": 900})
+                page.goto(url)
+                expect(page.locator("body[data-ready=true]")).to_have_count(1)
+                page.fill("#person-name", "Ada")
+                page.fill("#person-statement", "short answers, no jargon, one example")
+                page.select_option("#weight-brevity", "1")
+                page.select_option("#weight-examples", "1")
+                page.click("#create-person")
+                page.click("#compare")
+                expect(page.locator("#compare-section")).to_be_visible(timeout=600_000)
+                page.check("#choice-left")
+                page.select_option("#left-rating", "4")
+                page.select_option("#right-rating", "2")
+                page.fill("#critique", "B is too long; A could give one concrete example.")
+                page.screenshot(path=str(out), full_page=True)
+                browser.close()
+        finally:
+            stop_server(process)
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="save docs/serve.png: the feedback page with a real model")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    save_screenshot(parser.parse_args().model)
