@@ -564,10 +564,11 @@ def serve(runs: list[Path], port: int = 8000, db: Path = Path("feedback.sqlite")
         if not (Path(run) / "config.yaml").is_file():  # before the slow model loading
             load_run_policy(Path(run))
     check_port_free(host, port)
+    tasks = ScenarioTasks.of(env_id) if env_id else None  # a bad --env fails before the slow loading
     loading = [str(run) for run in runs] + ([model] if model else [] if runs else ["the default model"])
     console.print(f"[bold]attune serve[/] loading {', '.join(loading)}")
     policies, run_env = load_policies(list(runs), model)
-    tasks = ScenarioTasks.of(env_id or run_env or DEFAULT_ENV)
+    tasks = tasks or ScenarioTasks.of(run_env or DEFAULT_ENV)
     store = open_store(db)
     loopback = host in LOOPBACK
     app = create_app(store, policies, tasks, max_new_tokens=max_new_tokens, temperature=temperature,

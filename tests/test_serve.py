@@ -289,3 +289,27 @@ def test_readme_starts_the_demo_run():
     assert "runs/quickstart__*" in command and "--db feedback.sqlite" in command
     assert "![" in readme and "(docs/serve.png)" in readme
     assert (Path(__file__).resolve().parents[1] / "docs" / "serve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [[], ["policy.lora.r=4"]], ids=["full", "lora"])
+def test_real_runs_load_and_reply(attune_cli, tmp_path, overrides):
+    """The runs `attune run` writes (full fine-tuning and LoRA) serve against their base model."""
+    import subprocess
+    from pathlib import Path
+
+    from experiments.serve import load_policies
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([attune_cli, "run", str(repo / "experiments/configs/tiny.yaml"),
+                           f"tracking.runs_dir={tmp_path}", "evaluation.enabled=false", *overrides],
+                          capture_output=True, text=True, timeout=600, cwd=repo)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = tmp_path.iterdir()
+    policies, env_id = load_policies([run])
+    assert [p.label for p in policies] == [str(run), "tiny-random"] and env_id == "attune/WritingAssistant-v1"
+    if overrides:
+        assert type(policies[0].model).__name__.startswith("Peft")
+    messages = [{"role": "user", "content": "Write a short note."}]
+    replies = [p.reply(messages, seed=0, max_new_tokens=6, temperature=0.0) for p in policies]
+    assert all(isinstance(r, str) for r in replies)
