@@ -200,6 +200,45 @@ def benchmark_command(
                   debug or bool(ctx.meta.get("attune.debug")))
 
 
+SERVE_HELP = """A local feedback page: people judge two policies' replies blind, rate, critique and chat.
+
+RUN folders (written by attune run) name the policies: one run is compared against its base model, two or
+more against each other; with none, --model (default: the embedded SmolLM2) is compared with itself. Tasks
+come from the first run's scenario (or --env). Every judgement and chat turn goes into --db (SQLite).
+Binds to 127.0.0.1 unless --host says otherwise; Ctrl-C stops.
+
+  attune serve runs/<name> --port 8000 --db feedback.sqlite
+"""
+
+
+@app.command("serve", help=SERVE_HELP)
+def serve_command(
+    ctx: typer.Context,
+    runs: Optional[list[Path]] = typer.Argument(None, help="run folders, e.g. runs/quickstart__WritingAssistant-v1__s0__..."),
+    port: int = typer.Option(8000, "--port", help="port to listen on"),
+    db: Path = typer.Option(Path("feedback.sqlite"), "--db", help="SQLite file the feedback goes into (created if missing)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; other than loopback, anyone on the network can use the page"),
+    model: Optional[str] = typer.Option(None, "--model", help="base model: compared with one RUN, or with itself when no RUN is given"),
+    env: Optional[str] = typer.Option(None, "--env", help="env whose scenario gives the tasks (default: the first run's, else attune/WritingAssistant-v1)"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="longest reply, in tokens"),
+    temperature: float = typer.Option(0.7, "--temperature", help="sampling temperature (0: greedy)"),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    from experiments.serve import ServeError, serve
+
+    def action() -> None:
+        try:
+            serve(list(runs or []), port=port, db=db, host=host, model=model, env_id=env,
+                  max_new_tokens=max_new_tokens, temperature=temperature, console=Console())
+        except ServeError as exc:
+            if debug or ctx.meta.get("attune.debug"):
+                raise
+            err.print(f"[red]serve error:[/] {escape(_one_line(exc))}", soft_wrap=True, highlight=False)
+            raise typer.Exit(2) from None
+
+    _guarded_call(action, debug or bool(ctx.meta.get("attune.debug")))
+
+
 def _one_line(exc: BaseException, limit: int = 600) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
