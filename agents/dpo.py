@@ -85,7 +85,9 @@ class Settings(MethodSettings):
         if self.data.source == "simulated" and self.data.db is not None:
             raise ValueError("data.db: a database is read only with source: human; add source: human or remove db")
         if self.data.source == "human":
-            sampling = sorted(self.model_fields_set & {"rounds", "samples_per_prompt", "max_new_tokens", "temperature", "judge"})
+            sampling = sorted(name for name in ("rounds", "samples_per_prompt", "max_new_tokens", "temperature", "judge")
+                              if getattr(self, name) != type(self).model_fields[name].default
+                              and not (name == "rounds" and self.rounds == 1))
             if sampling:
                 raise ValueError(f"{sampling[0]}: with data.source human the pairs are people's recorded choices, "
                                  "trained on once with nothing sampled or judged; remove it, or use data.source: simulated")

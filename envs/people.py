@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -84,6 +85,7 @@ def read_judgements(path: str | Path) -> list[dict[str, Any]]:
     finally:
         connection.close()
     for row in rows:
+        row["preferences"] = json.loads(row["preferences"] or "{}")
         row["user_id"] = person_user_id(row["person_id"])
         if row["choice"] == "tie":
             row.update(chosen_reply_id=None, rejected_reply_id=None, chosen_model=None, rejected_model=None,

@@ -253,7 +253,8 @@ class UserSettings(_Section):
     def _feedback_users_only(self) -> "UserSettings":
         if self.from_feedback is not None:
             for name in ("n_users", "groups", "dirichlet_alpha"):
-                if name in self.model_fields_set:
+                # By value, not by "was it given": a saved config.yaml holds every field and must load again.
+                if getattr(self, name) != type(self).model_fields[name].default:
                     raise ValueError(f"users.{name}: the users are the people of users.from_feedback; remove {name}")
         return self
 
