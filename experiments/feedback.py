@@ -102,8 +102,12 @@ def resolve_env(rows: Sequence[Mapping[str, Any]], env_id: str | None = None) ->
 
 
 def _rate(prefix: str, successes: int, n: int) -> dict[str, Any]:
+    """A rate with its Wilson interval as row fields; None (JSON null, an empty cell) where nothing was decided."""
     estimate = wilson_interval(successes, n)
-    return {prefix: estimate.value, **estimate.as_dict(f"{prefix}_")}
+    fields = {prefix: estimate.value, **estimate.as_dict(f"{prefix}_")}
+    if n == 0:
+        fields |= {prefix: None, f"{prefix}_ci_low": None, f"{prefix}_ci_high": None}
+    return fields
 
 
 def win_rates(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -166,7 +170,7 @@ def report_tables(report: Mapping[str, Any]) -> dict[str, Table]:
     win = Table(
         [Column("policy_a", "policy A", align="left", console_width=40),
          Column("policy_b", "policy B", align="left", console_width=40), Column("person", align="left"),
-         count_column("win_rate", "a_wins", "A wins / decided = rate [95% CI]"), Column("ties")],
+         count_column("win_rate", "a_wins", "A wins / decided = rate [95% CI]", missing="only ties"), Column("ties")],
         report["win_rates"], title="Human win rate of policy A over policy B",
         caption=f"{n} judgements by {report['people']} people, {ties} ties (left out of the rates); "
         "95% Wilson score intervals")

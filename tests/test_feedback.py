@@ -3,6 +3,7 @@ people's choices (`data: {source: human, db}`) and people as simulated users (`u
 
 import csv
 import json
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ from envs.people import CHOICE_TEMPERATURE, fit_preference_weights, read_judgeme
 from experiments.cli import app
 from experiments.config import ExperimentConfig
 from experiments.config_files import format_validation_error
-from experiments.feedback import human_report, people_population
+from experiments.feedback import human_report, people_population, report_markdown
 from experiments.feedback_store import open_store
 from feedback_data import CONCISE, ENV_ID, LONG, SHORT, VERBOSE, build_feedback_db
 from pydantic import ValidationError
@@ -218,3 +219,10 @@ def test_dpo_trains_on_peoples_choices_and_evaluates_on_them_through_the_cli(att
     episodes = json.loads((run_dir / "episodes.json").read_text())
     held_out = {u.user_id for u in people_population(db, ENV_ID, held_out_fraction=0.5).held_out_users}
     assert {e["user_id"] for e in episodes["after"]} == held_out
+
+
+def test_the_readme_shows_this_databases_report(db):
+    readme = (REPO / "README.md").read_text()
+    shown = re.search(r"```markdown\n(# Human evaluation: feedback\.sqlite\n.*?)```", readme, flags=re.S).group(1)
+    report = {**human_report(db), "db": "feedback.sqlite"}
+    assert report_markdown(report) == shown
