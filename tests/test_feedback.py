@@ -226,3 +226,34 @@ def test_the_readme_shows_this_databases_report(db):
     shown = re.search(r"```markdown\n(# Human evaluation: feedback\.sqlite\n.*?)```", readme, flags=re.S).group(1)
     report = {**human_report(db), "db": "feedback.sqlite"}
     assert report_markdown(report) == shown
+
+
+def test_learned_reward_model_trains_on_peoples_choices(db, tmp_path):
+    from envs.population import UserPopulation
+    from rewards import RewardLookupError, build_reward, check_reward_params
+    from rewards.learned import human_preference_pairs
+
+    train, held_out = human_preference_pairs(str(db), seed=0)
+    assert (len(train), len(held_out)) == (6, 2)  # a fifth of the 8 decided pairs, rounded
+    pairs = {(r["chosen"][-1]["content"], r["rejected"][-1]["content"]) for r in train + held_out}
+    assert (SHORT["write-000"], LONG["write-000"]) in pairs and (LONG["write-000"], SHORT["write-000"]) in pairs
+    reward = build_reward("learned_reward_model", {"source": "human", "db": str(db), "steps": 2, "batch_size": 4},
+                          population=UserPopulation("writing", n_users=4, seed=0), resolve_model=resolve_model,
+                          output_dir=tmp_path)
+    assert (reward.summary["train_pairs"], reward.summary["heldout_pairs"]) == (6, 2)
+    assert "heldout_accuracy_vs_true_preference" not in reward.summary  # people's true preferences are unknown
+    for params, message in [({"source": "human"}, "params.db: source human reads people's choices"),
+                            ({"source": "human", "db": str(tmp_path / "nope")}, "params.db: no file"),
+                            ({"source": "people"}, "params.source must be 'users'")]:
+        with pytest.raises(RewardLookupError, match=re.escape(f"reward 'learned_reward_model': {message}")):
+            check_reward_params("learned_reward_model", params)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import envs.people
+    import envs.population
+
+    for module in (envs.people, envs.population):
+        assert doctest.testmod(module, raise_on_error=False).failed == 0
