@@ -257,3 +257,17 @@ def test_docstring_examples_run():
 
     for module in (envs.people, envs.population):
         assert doctest.testmod(module, raise_on_error=False).failed == 0
+
+
+def test_a_new_judgement_changes_the_base_evaluation_cache_key(tmp_path):
+    from experiments import eval_cache
+
+    db = build_feedback_db(tmp_path / "feedback.sqlite")
+    config = ExperimentConfig.model_validate({"policy": {"model": "tiny-random"}, "users": {"from_feedback": str(db)}})
+    before = eval_cache.cache_key(config)
+    assert eval_cache.cache_key(config) == before
+    with open_store(db) as store:
+        task = store.add_task("Write a note.", person_id=1)
+        left, right = store.add_reply(task, CONCISE, "Short."), store.add_reply(task, VERBOSE, "Long.")
+        store.record_judgement(task, 1, left, right, "left")
+    assert eval_cache.cache_key(config) != before  # the people (their fitted weights) may have changed
