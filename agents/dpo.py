@@ -7,14 +7,18 @@ samples from the updated policy. ``method_settings``: ``rounds``, ``samples_per_
 number: replies are paired 0-1, 2-3, ...), ``max_new_tokens`` and ``temperature`` of the sampling, and
 ``judge``: ``users`` (default) or ``rewards`` (the configured rewards pick the chosen reply, as in RLAIF).
 ``trainer.max_steps`` is per round. The reference policy is the base model throughout.
+
+``data: {source: human, db: feedback.sqlite}`` trains instead on what real people chose in ``attune serve``
+(one round, no sampling: each judgement that picked a reply is a pair, the task's request as the prompt; ties
+are left out). The same pairs are ``attune feedback export``'s ``preferences.jsonl``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents import MethodSpec, TrainingJob, build_trl_config, finish_trainer_setup
 from agents.judging import Prefer, SampledChoiceSettings, pairwise_judge
@@ -35,14 +39,53 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
+class PreferenceData(BaseModel):
+    """Where the pairs come from: sampled and judged each round (``simulated``), or people's recorded choices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: Literal["simulated", "human"] = Field(
+        "simulated", description="simulated: sample reply pairs and have them judged (see judge); human: the "
+        "choices people made in attune serve, read from db")
+    db: str | None = Field(None, description="the feedback database attune serve wrote (--db), for source: human")
+
+    @field_validator("db")
+    @classmethod
+    def _has_choices(cls, value: str | None) -> str | None:
+        if value is not None:
+            from envs.people import require_choices
+
+            require_choices(value)  # a FeedbackDataError (a ValueError) says what is wrong and how to fix it
+        return value
+
+
 class Settings(SampledChoiceSettings):
     rounds: int = Field(2, ge=1, description="sample-choose-train rounds; the next round samples the updated policy")
     samples_per_prompt: int = Field(2, ge=2, description="replies sampled per prompt, paired 0-1, 2-3, ...")
+
+    data: PreferenceData = Field(
+        default_factory=PreferenceData, description="where the pairs come from: {source: simulated} (default) or "
+        "{source: human, db: feedback.sqlite}, the choices people made in attune serve")
 
     @model_validator(mode="after")
     def _even(self) -> "Settings":
         if self.samples_per_prompt % 2:
             raise ValueError("samples_per_prompt: use an even number (replies are paired)")
+        return self
+
+    @model_validator(mode="after")
+    def _human_data_is_one_dataset(self) -> "Settings":
+        if self.data.source == "human" and self.data.db is None:
+            raise ValueError("data.db: source human reads people's choices from a feedback database; give "
+                             "data: {source: human, db: feedback.sqlite} (the --db file of attune serve)")
+        if self.data.source == "simulated" and self.data.db is not None:
+            raise ValueError("data.db: a database is read only with source: human; add source: human or remove db")
+        if self.data.source == "human":
+            sampling = sorted(name for name in ("rounds", "samples_per_prompt", "max_new_tokens", "temperature", "judge")
+                              if getattr(self, name) != type(self).model_fields[name].default
+                              and not (name == "rounds" and self.rounds == 1))
+            if sampling:
+                raise ValueError(f"{sampling[0]}: with data.source human the pairs are people's recorded choices, "
+                                 "trained on once with nothing sampled or judged; remove it, or use data.source: simulated")
         return self
 
 
@@ -103,6 +146,8 @@ def train(job: TrainingJob) -> Any:
     from trl import DPOTrainer
 
     options = Settings.of(job.method_settings)
+    if options.data.source == "human":
+        return train_on_human_choices(job, options.data.db)
     env = make_env(job.env_id, **job.env_kwargs)
     model, peft_config = job.model, job.peft_config
     for round_index in range(options.rounds):
@@ -134,8 +179,34 @@ def train(job: TrainingJob) -> Any:
     return model
 
 
+def train_on_human_choices(job: TrainingJob, db: str) -> Any:
+    """One DPO training on the pairs people chose in ``attune serve`` (``data: {source: human, db: ...}``)."""
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from envs.people import preference_rows, require_choices
+
+    rows = require_choices(db)
+    pairs = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in preference_rows(rows)]
+    if job.log is not None:
+        job.log({"dpo/pairs": float(len(pairs)), "dpo/people": float(len({r["user_id"] for r in rows})),
+                 "dpo/ties": float(len(rows) - len(pairs)), "dpo/round": 1})
+    trainer = DPOTrainer(
+        model=job.model,
+        args=trainer_config(job.trainer_settings, job.output_dir / "human", derive_seed(job.seed, "dpo-training", 0)),
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=job.tokenizer,
+        peft_config=job.peft_config,
+        callbacks=job.callbacks,
+    )
+    finish_trainer_setup(trainer, job)
+    trainer.train()
+    return trainer.model
+
+
 METHOD = MethodSpec(
-    name="dpo", description="iterative DPO (TRL's DPOTrainer) on the users' own pairwise choices between sampled replies",
+    name="dpo", description="iterative DPO (TRL's DPOTrainer) on the users' own pairwise choices between sampled replies, "
+    "or on real people's recorded choices (data: {source: human, db: ...})",
     train=train, check_trainer=check_settings, settings=Settings, trainer_defaults=DEFAULT_SETTINGS,
     resumable=False,  # several trainers, one per round
 )

@@ -11,7 +11,7 @@ them all into mild, similar users.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,61 @@ class UserPopulation:
         )
         return UserProfile(f"u{index:04d}", group.name, preference_weights, traits, history)
 
+    @classmethod
+    def from_weights(
+        cls,
+        scenario: str,
+        people: Sequence[tuple[str, str, Mapping[str, float]]],
+        held_out_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> "UserPopulation":
+        """A population of given users: ``(user_id, group, preference_weights)`` each (e.g. real people with
+        weights fitted to their choices, :mod:`envs.people`), with a seeded held-out split of at least one user
+        and their own texts written in their style, as sampled users have.
+
+        >>> population = UserPopulation.from_weights("writing", [("p0001", "concise_professional", {"brevity": 0.9}),
+        ...                                                      ("p0002", "warm_detailed", {"warmth": 0.7})])
+        >>> len(population.train_users), len(population.held_out_users), population.user("p0001").preference_weights["brevity"]
+        (1, 1, 0.9)
+        """
+        if len(people) < 2:
+            raise ValueError(f"a population needs at least 2 users (one train, one held-out), got {len(people)}")
+        if not 0.0 < held_out_fraction < 1.0:
+            raise ValueError(f"held_out_fraction must be strictly between 0 and 1, got {held_out_fraction}")
+        self = cls.__new__(cls)
+        self.scenario = get_scenario(scenario)
+        self.scenario_name = scenario
+        self.dirichlet_alpha = None
+        self.seed = seed
+        self.tasks = self.scenario.tasks
+        self._task_index = {t.task_id: t for t in self.tasks}
+        dimensions = self.scenario.dimensions
+        names = [group for _, group, _ in people]
+        known = {g.name: g for g in self.scenario.groups}
+        self.groups = tuple(known.get(name, UserGroup(name, 1.0, {}, spread=0.0)) for name in dict.fromkeys(names))
+        users = []
+        for index, (user_id, group, weights) in enumerate(people):
+            unknown = set(weights) - set(dimensions)
+            if unknown:
+                raise ValueError(f"user {user_id!r}: dimension(s) {sorted(unknown)} are not used in scenario "
+                                 f"{scenario!r}; its dimensions: {', '.join(dimensions)}")
+            preference_weights = {d: float(np.clip(weights.get(d, 0.0), -1.0, 1.0)) for d in dimensions}
+            rng = np.random.default_rng([seed, index, 11])
+            topics = rng.choice(len(self.scenario.history_topics), size=HISTORY_REQUESTS, replace=False)
+            chosen = [self.scenario.history_topics[t] for t in sorted(topics.tolist())]
+            history = tuple(phrase_request(topic, preference_weights) for topic in chosen) + tuple(
+                write_in_style(topic, preference_weights, rng) for topic in chosen[:3])
+            users.append(UserProfile(user_id, group, preference_weights, {}, history))
+        if len({u.user_id for u in users}) != len(users):
+            raise ValueError("user ids must be unique")
+        n_held = min(max(int(round(len(users) * held_out_fraction)), 1), len(users) - 1)
+        held_out = {users[k].user_id for k in np.random.default_rng(seed).permutation(len(users))[:n_held]}
+        self.users = tuple(users)
+        self._by_id = {u.user_id: u for u in users}
+        self.train_users = tuple(u for u in users if u.user_id not in held_out)
+        self.held_out_users = tuple(u for u in users if u.user_id in held_out)
+        return self
+
     def __len__(self) -> int:
         return len(self.users)
 
@@ -136,7 +191,7 @@ class UserPopulation:
             return self._by_id[user_id]
         except KeyError:
             raise KeyError(
-                f"unknown user_id {user_id!r}; this population has ids u0000..u{len(self.users) - 1:04d}"
+                f"unknown user_id {user_id!r}; this population has ids {self.users[0].user_id}..{self.users[-1].user_id}"
             ) from None
 
     def task(self, task_id: str) -> Task:

@@ -239,6 +239,102 @@ def serve_command(
     _guarded_call(action, debug or bool(ctx.meta.get("attune.debug")))
 
 
+feedback_app = typer.Typer(
+    name="feedback", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="What people chose in attune serve: export it as training data, or report the human evaluation.",
+)
+app.add_typer(feedback_app, name="feedback")
+
+FEEDBACK_EXPORT_HELP = """Export the judgements of a feedback database (attune serve --db) as training data.
+
+Writes OUT/preferences.jsonl, a TRL preference dataset (conversational prompt/chosen/rejected and user_id, one
+row per judgement that picked a reply; load it with datasets.load_dataset("json", data_files=...)), and
+OUT/ratings.csv, one row per judged reply (model, 1-5 rating, chosen/rejected/tie, critique). To train on the
+choices directly: method: dpo with method_settings: {data: {source: human, db: DB}}.
+
+  attune feedback export feedback.sqlite --out feedback_data
+"""
+
+
+@feedback_app.command("export", help=FEEDBACK_EXPORT_HELP)
+def feedback_export_command(
+    ctx: typer.Context,
+    db: Path = typer.Argument(..., help="the SQLite file attune serve wrote (--db)"),
+    out: Path = typer.Option(Path("feedback_data"), "--out", help="folder for preferences.jsonl and ratings.csv"),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    def action() -> None:
+        from experiments.feedback import export
+
+        written = export(db, out)
+        Console().print(f"{written['pairs']} preference pairs -> [cyan]{written['preferences']}[/] "
+                        f"({written['ties']} ties left out); {written['rated_replies']} judged replies -> "
+                        f"[cyan]{written['ratings']}[/]", soft_wrap=True)
+
+    _feedback_guarded(action, debug or bool(ctx.meta.get("attune.debug")))
+
+
+FEEDBACK_REPORT_HELP = """The human-evaluation report of a feedback database (attune serve --db).
+
+Per policy pair: the human win rate with a 95% Wilson interval, overall and per person. For the same reply
+pairs: how often each simulated user group of the scenario picks what the person picked. Per person: the
+best-matching group and preference weights fitted to their choices (Bradley-Terry on the style features),
+which users.from_feedback: DB turns into simulated users. --out writes human_eval.md and human_eval.json.
+
+  attune feedback report feedback.sqlite --out feedback_report
+"""
+
+
+@feedback_app.command("report", help=FEEDBACK_REPORT_HELP)
+def feedback_report_command(
+    ctx: typer.Context,
+    db: Path = typer.Argument(..., help="the SQLite file attune serve wrote (--db)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for human_eval.md and human_eval.json"),
+    env: Optional[str] = typer.Option(None, "--env", help="env whose scenario judges the replies (default: the "
+                                      "judged tasks' own, else attune/WritingAssistant-v1)"),
+    output_format: str = typer.Option("rich", "--format", help="what to print: rich (tables), markdown or json"),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    def action() -> None:
+        import json
+
+        from experiments.feedback import FeedbackError, human_report, report_markdown, report_tables, write_report
+
+        if output_format not in ("rich", "markdown", "json"):
+            raise FeedbackError(f"--format: {output_format!r} is not one of rich, markdown, json")
+        report = human_report(db, env)
+        console = Console()
+        if output_format == "json":
+            print(json.dumps(report, indent=2))
+        elif output_format == "markdown":
+            print(report_markdown(report), end="")
+        else:
+            for table in report_tables(report).values():
+                console.print(table.to_rich())
+        if out is not None:
+            markdown, data = write_report(report, out)
+            (console if output_format == "rich" else err).print(f"report: [cyan]{markdown}[/], [cyan]{data}[/]",
+                                                                soft_wrap=True)
+
+    _feedback_guarded(action, debug or bool(ctx.meta.get("attune.debug")))
+
+
+def _feedback_guarded(action: Any, debug: bool) -> None:
+    """As :func:`_guarded_call`; a feedback database or option the user can fix is one line and exit code 2."""
+    from experiments.feedback import FeedbackError
+
+    def guarded() -> None:
+        try:
+            action()
+        except FeedbackError as exc:
+            if debug:
+                raise
+            err.print(f"[red]feedback error:[/] {escape(_one_line(exc))}", soft_wrap=True, highlight=False)
+            raise typer.Exit(2) from None
+
+    _guarded_call(guarded, debug)
+
+
 def _one_line(exc: BaseException, limit: int = 600) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -231,6 +231,33 @@ class UserSettings(_Section):
         "archetypes (PersonalLLM-style; small alpha = strong, diverse users) instead of from groups",
     )
 
+    from_feedback: str | None = Field(
+        None, description="a feedback database (the --db file of attune serve): the users are the people who judged "
+        "there, each with preference weights fitted to their choices (see attune feedback report); replaces "
+        "n_users, groups and dirichlet_alpha",
+    )
+
+    @field_validator("from_feedback")
+    @classmethod
+    def _people_with_choices(cls, value: str | None) -> str | None:
+        if value is not None:
+            from envs.people import decided, require_choices
+
+            people = {r["user_id"] for r in decided(require_choices(value))}  # a missing file etc. is one line
+            if len(people) < 2:
+                raise ValueError(f"{value} has choices from {len(people)} person; users from feedback need at least 2 "
+                                 "(one to train on, one held out): let more people judge in attune serve")
+        return value
+
+    @model_validator(mode="after")
+    def _feedback_users_only(self) -> "UserSettings":
+        if self.from_feedback is not None:
+            for name in ("n_users", "groups", "dirichlet_alpha"):
+                # By value, not by "was it given": a saved config.yaml holds every field and must load again.
+                if getattr(self, name) != type(self).model_fields[name].default:
+                    raise ValueError(f"users.{name}: the users are the people of users.from_feedback; remove {name}")
+        return self
+
     @field_validator("groups")
     @classmethod
     def _unique_group_names(cls, value: list[GroupSettings] | None) -> list[GroupSettings] | None:

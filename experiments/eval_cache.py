@@ -55,8 +55,16 @@ def cache_key(config: Any) -> str:
         module = sys.modules.get(config.env.module)
         if module is not None and getattr(module, "__file__", None):
             code.append(Path(module.__file__))
+    people = None
+    if getattr(config.users, "from_feedback", None):  # the users are the people: their judgements make them
+        from envs.people import read_judgements
+
+        code.append(_ROOT / "experiments" / "feedback.py")
+        people = hashlib.sha256(json.dumps(read_judgements(config.users.from_feedback), sort_keys=True,
+                                           default=str).encode()).hexdigest()
     described = {
         "model": model_digest(config.policy.model),
+        **({"people": people} if people else {}),
         "env": config.env.model_dump(mode="json"),
         "users": config.users.model_dump(mode="json"),
         "evaluation": config.evaluation.model_dump(mode="json", include=set(_EVALUATION_FIELDS)),

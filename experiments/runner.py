@@ -62,6 +62,9 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
 
     method = agents.get_method(config.method)
     if method.kind == "baseline":
+        if config.users.from_feedback is not None:
+            raise ConfigError(f"users.from_feedback: baseline {config.method} builds its own discrete-env users; use "
+                              "an LLM method with people as users, or remove users.from_feedback")
         return {"method": method, "method_settings": baselines.prepare(config)}
     from agents import TrainerSettingsError
     from agents.policy import check_model_available
@@ -82,6 +85,8 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     check_model_available(config.policy.model)
     try:
         population = _population(config)
+    except ConfigError:
+        raise
     except ValueError as exc:
         raise ConfigError(f"users.groups: {exc}") from None
     check_prompt_supply(config, population, training_prompts=method.uses_prompts)
@@ -336,6 +341,14 @@ def _population(config: ExperimentConfig) -> Any:
     from envs.population import UserPopulation
     from envs.scenarios import UserGroup
 
+    if config.users.from_feedback is not None:
+        from experiments.feedback import FeedbackError, people_population
+
+        try:
+            return people_population(config.users.from_feedback, config.env.id,
+                                     held_out_fraction=config.users.held_out_fraction, seed=config.users.seed)
+        except FeedbackError as exc:
+            raise ConfigError(f"users.from_feedback: {exc}") from None
     groups = None
     if config.users.groups is not None:
         groups = [UserGroup(g.name, g.share, g.preference_center, g.spread) for g in config.users.groups]

@@ -145,6 +145,12 @@ def check_reward_params(name: str, params: Mapping[str, Any] | None) -> None:
         problem = _param_type_problem(signature.parameters[key].default, value)
         if problem:
             raise RewardLookupError(f"reward {name!r}: params.{key} must be {problem} (got {value!r})")
+    check = getattr(target, "check_params", None) if is_class else None
+    if check is not None:  # a reward model that can judge its parameters before it is built (e.g. a data file)
+        try:
+            check(**dict(params or {}))
+        except (ValueError, TypeError) as exc:
+            raise RewardLookupError(f"reward {name!r}: {exc}") from None
     if not is_class and not is_own_reward(name):
         # A built-in function checks its own parameter values when called: call it on an empty batch now,
         # rather than after the model is loaded.

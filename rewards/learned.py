@@ -5,6 +5,11 @@ discrete environments, some cut short for variety); the user chooses one (Bradle
 utility). The model sees the user's request, phrased in their own style (their only visible cue), and
 the reply, and learns ``score(chosen) > score(rejected)``. Its held-out accuracy is measured on pairs
 from held-out users, against their noisy choices and against their noise-free preferences.
+
+With ``source="human"`` and ``db`` (the feedback database of ``attune serve``) it learns from what real people
+chose instead: each judgement that picked a reply is a pair (the request the person saw, the chosen and the
+rejected reply); a seeded fifth of the pairs (at least one, when there are two or more) is held out to measure
+its accuracy against their choices. ``pairs`` and ``held_out_pairs`` do not apply then.
 """
 
 from __future__ import annotations
@@ -45,6 +50,18 @@ def preference_pairs(population: Any, users: Sequence[Any], n_pairs: int, seed: 
     return rows
 
 
+def human_preference_pairs(db: str, seed: int, held_out_share: float = 0.2) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """People's choices in the feedback database ``db`` as conversational ``chosen``/``rejected`` rows, split
+    (seeded) into training pairs and held-out pairs (a ``held_out_share``, at least one of two or more)."""
+    from envs.people import preference_rows, require_choices
+
+    rows = [{"chosen": p["prompt"] + p["chosen"], "rejected": p["prompt"] + p["rejected"]}
+            for p in preference_rows(require_choices(db))]
+    n_held = min(max(int(round(len(rows) * held_out_share)), 1), len(rows) - 1)
+    held = set(np.random.default_rng(derive_seed(seed, "human-held-out")).permutation(len(rows))[:n_held].tolist())
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
 class LearnedRewardModel:
     """Reward = the learned model's score of (request, reply). Trained when built; see the module docstring."""
 
@@ -61,6 +78,8 @@ class LearnedRewardModel:
         resolve_model: Callable[[str], Any] | None = None,
         output_dir: Any = None,
         report: Callable[[str, dict[str, float]], None] | None = None,
+        source: str = "users",
+        db: str = "",
     ) -> None:
         import torch
         from datasets import Dataset
@@ -76,7 +95,13 @@ class LearnedRewardModel:
         with torch_seeded(derive_seed(seed, "reward-head")):  # the new head does not depend on the global RNG
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
         model.config.pad_token_id = self.tokenizer.pad_token_id
-        train_rows = preference_pairs(population, population.train_users, pairs, derive_seed(seed, "train-pairs"))
+        self.check_params(source=source, db=db)
+        if source == "human":
+            train_rows, held_out = human_preference_pairs(db, seed)
+        else:
+            train_rows = preference_pairs(population, population.train_users, pairs, derive_seed(seed, "train-pairs"))
+            held_out = preference_pairs(population, population.held_out_users, held_out_pairs,
+                                        derive_seed(seed, "held-out-pairs"))
         folder = Path(output_dir) if output_dir is not None else None
         args = RewardConfig(
             output_dir=str(folder / "reward_model" if folder else Path.cwd() / ".attune-reward-model"),
@@ -93,22 +118,41 @@ class LearnedRewardModel:
         trainer.remove_callback(PrinterCallback)  # the run logs what matters: the held-out accuracy below
         trainer.train()
         self.model = trainer.model.eval()
-        held_out = preference_pairs(population, population.held_out_users, held_out_pairs, derive_seed(seed, "held-out-pairs"))
         chosen = self.score_messages([r["chosen"] for r in held_out])
         rejected = self.score_messages([r["rejected"] for r in held_out])
         wins = chosen > rejected
-        truly = np.array([r["truly_better"] for r in held_out])
         self.summary = {
-            "heldout_accuracy": float(wins.mean()),
-            "heldout_accuracy_vs_true_preference": float(np.mean(wins == truly)),
+            "heldout_accuracy": float(wins.mean()) if len(held_out) else float("nan"),
             "train_pairs": float(len(train_rows)),
             "heldout_pairs": float(len(held_out)),
         }
+        if source != "human":  # simulated users' noise-free preferences are known; people's are not
+            truly = np.array([r["truly_better"] for r in held_out])
+            self.summary["heldout_accuracy_vs_true_preference"] = float(np.mean(wins == truly))
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "reward_model.json").write_text(json.dumps({"base_model": base_model, **self.summary}, indent=2))
         self.report = report
         self.__name__ = "learned_reward_model"
+
+    @staticmethod
+    def check_params(source: str = "users", db: str = "", **_: Any) -> None:
+        """What can be judged before training: the data source, and that a human source's database has choices."""
+        if source not in ("users", "human"):
+            raise ValueError(f"params.source must be 'users' (simulated users' choices) or 'human' (people's choices "
+                             f"in a feedback database), got {source!r}")
+        if source == "human":
+            if not db:
+                raise ValueError("params.db: source human reads people's choices from a feedback database; give "
+                                 "params: {source: human, db: feedback.sqlite} (the --db file of attune serve)")
+            from envs.people import require_choices
+
+            try:
+                require_choices(db)
+            except ValueError as exc:
+                raise ValueError(f"params.db: {exc}") from None
+        elif db:
+            raise ValueError("params.db: a database is read only with source: human; add source: human or remove db")
 
     def score_messages(self, conversations: Sequence[list[dict[str, str]]], batch_size: int = 32) -> np.ndarray:
         import torch
