@@ -302,8 +302,9 @@ def plot_explanation(run_dir: Path, explanation: Mapping[str, Any]) -> Path | No
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 4))
     for k, group in enumerate(groups):
         changes = explanation["by_group"][group]
+        users = sum(1 for u in explanation["by_user"].values() if u["group"] == group)
         ax.bar(x - 0.4 + width * (k + 0.5), [changes.get(n, 0.0) for n in names], width,
-               label=f"{group} (n={sum(1 for u in explanation['by_user'].values() if u['group'] == group)} users)")
+               label=f"{group} ({users} user{'s' if users != 1 else ''})")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x, [n.replace("_", " ") for n in names], rotation=20)
     ax.set_ylabel("mean change of the utility term\n(after - before, same conversations)")

@@ -124,6 +124,22 @@ def test_the_variants_table_shows_worst_group_gap_and_users_worse_off(tmp_path):
     assert "worst-group utility after | max-min group gap after | users worse off |" in markdown
     assert "| 2/4 = 0.50 [0.15, 0.85] |" in markdown
 
+    # Two training seeds: each run's own value, mean over the seeds with a t interval.
+    from experiments.comparison import comparison_table
+
+    seeds = []
+    for seed, shift in ((0, 0.0), (1, 0.2)):
+        shifted = [EpisodeResult(e.user_id, e.group, "t", e.replies, [0.0], [e.score + (shift if e.group == "a" else 0.0)],
+                                 False) for e in after]
+        seeds.append({"variant": "grpo", "method": "grpo", "seed": seed, "train_seconds": 1.0,
+                      "before": report["before"], "after": evaluate.summarize(shifted),
+                      "comparison": evaluate.compare(before, shifted, StandInUsers(), seed=0, noise=0.0),
+                      "after_scores": [e.score for e in shifted], "base_scores": [[e.score for e in before]]})
+    (entry,) = comparison_table(seeds)
+    assert entry["worst_group_utility"] == pytest.approx((0.8 / 3 + 1.4 / 3) / 2)  # group a, then a + 0.2
+    assert entry["worst_group_utility_interval"] == "95% Student-t CI over training seeds"
+    assert entry["worse_off_share"] == pytest.approx((0.5 + 0.25) / 2)  # u2 is no longer worse off with +0.2
+
 
 def _record(user, group, score, terms, reply):
     return {"user_id": user, "group": group, "task_id": "t", "replies": [reply], "score": score, "terms": [terms]}
