@@ -180,12 +180,12 @@ def fairness_markdown(report: Mapping[str, Any]) -> list[str]:
     section = report["comparison"].get("fairness")
     if section is None:
         return lines + ["Not measured: this eval.json predates the fairness report.", ""]
-    lines += [_headline(report, section), ""]
+    lines += [_headline(section), ""]
     lines += [fairness_table(report).to_markdown(title=False)]
     return lines
 
 
-def _headline(report: Mapping[str, Any], section: Mapping[str, Any]) -> str:
+def _headline(section: Mapping[str, Any]) -> str:
     share = stats.format_interval(section["worse_off_share"], section["worse_off_share_ci_low"],
                                   section["worse_off_share_ci_high"])
     worse = (f"Users made worse off by training: {section['worse_off_users']} of {section['worse_off_share_n']} "
