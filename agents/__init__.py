@@ -62,6 +62,9 @@ class TrainingJob:
     """How many training prompts to draw from env resets (the config's ``prompts``)."""
     population: Any = None
     """The :class:`~envs.population.UserPopulation` the env's users come from (for methods that ask users directly)."""
+    balance_groups: bool = False
+    """Draw the training prompts group-balanced (``fairness.balanced_sampling``): pass it to
+    :func:`agents.rollouts.build_prompt_dataset`."""
     resume_from: str | None = None
     """A checkpoint folder to continue training from (``attune run ... resume=true``)."""
     log: Any = None

@@ -151,7 +151,8 @@ def train(job: TrainingJob) -> Any:
     env = make_env(job.env_id, **job.env_kwargs)
     model, peft_config = job.model, job.peft_config
     for round_index in range(options.rounds):
-        rows = build_prompt_dataset(env, job.prompts, seed=derive_seed(job.seed, "dpo-prompts", round_index))
+        rows = build_prompt_dataset(env, job.prompts, seed=derive_seed(job.seed, "dpo-prompts", round_index),
+                                    balance_groups=job.balance_groups)
         pairs, stats = collect_preferences(
             model, job.tokenizer, rows, job.population, samples_per_prompt=options.samples_per_prompt,
             max_new_tokens=options.max_new_tokens, temperature=options.temperature,

@@ -42,7 +42,8 @@ def train(job: TrainingJob) -> Any:
     from trl import GRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL 1.12
-    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.prompts, seed=job.seed)
+    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.prompts, seed=job.seed,
+                                balance_groups=job.balance_groups)
     rollout_func = None
     if job.max_turns > 1:
         rollout_func = make_multi_turn_rollout(

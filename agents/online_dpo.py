@@ -40,7 +40,8 @@ def train(job: TrainingJob) -> Any:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.online_dpo import OnlineDPOTrainer
 
-    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.prompts, seed=job.seed)
+    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.prompts, seed=job.seed,
+                                balance_groups=job.balance_groups)
     return train_reward_trainer(OnlineDPOTrainer, trainer_config(job.trainer_settings, job.output_dir, job.seed), job, rows)
 
 

@@ -153,7 +153,8 @@ def train(job: TrainingJob) -> Any:
             f"trainer.per_device_train_batch_size: a batch of {local_batch} needs at least that many prompts, "
             f"got {job.prompts}"
         )
-    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.prompts, seed=job.seed)
+    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.prompts, seed=job.seed,
+                                balance_groups=job.balance_groups)
     prompt_ids = [chat_prompt_ids(job.tokenizer, row["prompt"]) for row in rows]
     tokenizer = _tokenizer_for_ppo(job.tokenizer, prompt_ids)
     if args.stop_token is None and args.stop_token_id is None:

@@ -38,7 +38,8 @@ def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None
 def train(job: TrainingJob) -> Any:
     from trl import RLOOTrainer
 
-    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.prompts, seed=job.seed)
+    rows = build_prompt_dataset(make_env(job.env_id, **job.env_kwargs), job.prompts, seed=job.seed,
+                                balance_groups=job.balance_groups)
     return train_reward_trainer(RLOOTrainer, trainer_config(job.trainer_settings, job.output_dir, job.seed), job, rows)
 
 

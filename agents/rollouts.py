@@ -25,14 +25,27 @@ def prompt_key(messages: list[dict[str, str]]) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
 
-def build_prompt_dataset(env: gym.Env, prompts: int, seed: int,
-                         quotas: dict[str, int] | None = None) -> list[dict[str, Any]]:
+def group_quotas(env: gym.Env, prompts: int) -> dict[str, int]:
+    """An equal share of ``prompts`` for every user group of the env's split (the first groups one more where
+    they do not divide evenly): a 10:1 minority gets as many rows as the majority."""
+    unwrapped = env.unwrapped
+    population = unwrapped.population
+    present = {u.group for u in unwrapped.users}
+    names = [g.name for g in population.groups if g.name in present]
+    return {name: prompts // len(names) + (i < prompts % len(names)) for i, name in enumerate(names)}
+
+
+def build_prompt_dataset(env: gym.Env, prompts: int, seed: int, quotas: dict[str, int] | None = None,
+                         balance_groups: bool = False) -> list[dict[str, Any]]:
     """``prompts`` distinct opening turns from env resets seeded by ``seed``'s ``"prompt"`` stream, as TRL rows.
 
     Each row has ``prompt`` (chat messages), ``user_id``, ``task_id`` and ``group``. Prompts are unique,
     so a multi-turn rollout can find a prompt's user and task from the prompt alone. ``quotas`` (group ->
-    rows, summing to ``prompts``) keeps drawing until every group has its share, however rare it is.
+    rows, summing to ``prompts``) keeps drawing until every group has its share, however rare it is;
+    ``balance_groups`` sets equal quotas (:func:`group_quotas`, the config's ``fairness.balanced_sampling``).
     """
+    if balance_groups and quotas is None:
+        quotas = group_quotas(env, prompts)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     left = dict(quotas) if quotas is not None else None

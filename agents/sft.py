@@ -151,7 +151,7 @@ def training_data(job: TrainingJob, options: Settings) -> tuple[dict[str, list[d
         data = {name: user_texts([u for u in users if owner[u.user_id] == name]) for name in names}
     else:
         env = make_env(job.env_id, **job.env_kwargs)
-        rows = build_prompt_dataset(env, job.prompts, seed=derive_seed(job.seed, "sft-prompts"))
+        rows = build_prompt_dataset(env, job.prompts, seed=derive_seed(job.seed, "sft-prompts"), balance_groups=job.balance_groups)
         noise = float(job.env_kwargs.get("noise", 0.1))
         sampling_seed = derive_seed(job.seed, "sft-sampling")
         if options.judge == "rewards":

@@ -335,6 +335,27 @@ def _feedback_guarded(action: Any, debug: bool) -> None:
     _guarded_call(guarded, debug)
 
 
+EXPLAIN_HELP = """Explain what training changed and why, from a run folder's saved files (no model is loaded).
+
+Prints the utility terms' changes before -> after over the held-out conversations (e.g. brevity +0.31,
+warmth -0.05), which users' preference weights the change served, the changes per user group, the reply pair
+that changed most, and one line per user. --user ID shows one user in full: every term's change, their
+weights, and their own reply pair that changed most. The run's report.md embeds the same explanation.
+"""
+
+
+@app.command("explain", help=EXPLAIN_HELP)
+def explain_command(
+    ctx: typer.Context,
+    run: Path = typer.Argument(..., help="a run folder, e.g. runs/quickstart__WritingAssistant-v1__s0__<time>"),
+    user: Optional[str] = typer.Option(None, "--user", help="one held-out user's id, e.g. u0042"),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    from experiments.explain import print_explanation
+
+    _guarded_call(lambda: print_explanation(run, user, Console()), debug or bool(ctx.meta.get("attune.debug")))
+
+
 def _one_line(exc: BaseException, limit: int = 600) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -345,10 +366,12 @@ def _user_error_kind(exc: Exception) -> str | None:
     try:
         from agents.policy import ModelNotAvailableError
         from experiments.config import ConfigError
+        from experiments.explain import ExplainError
         from rewards import RewardContractError
     except Exception:  # a broken install: reported as an unexpected error
         return None
     kinds = {ConfigError: "config error", ModelNotAvailableError: "model not available", RewardContractError: "reward error"}
+    kinds[ExplainError] = "cannot explain"
     return next((label for cls, label in kinds.items() if isinstance(exc, cls)), None)
 
 

@@ -61,7 +61,8 @@ def _one_seed_entry(row: dict[str, Any], spread: float | None) -> dict[str, Any]
         "base_mean": before["mean_utility"], "base_ci95": before["ci95"],
         "mean": after["mean_utility"], "ci95": after["ci95"],
         "ci_low": after["ci_low"], "ci_high": after["ci_high"], "interval": after["interval"],
-        **{key: comparison[key] for key in comparison if key.startswith(("improvement", "win_rate", "sampled_"))},
+        **{key: comparison[key] for key in comparison if key.startswith(("improvement", "win_rate", "sampled_", "worse_off_"))},
+        **{key: after[key] for key in after if key.startswith(FAIRNESS_POLICY_METRICS)},
         "learns": _learns(comparison["improvement"], spread),
     }
 
@@ -98,8 +99,24 @@ def _seeds_entry(runs: list[dict[str, Any]], spread: float | None) -> dict[str, 
         "probability_of_improvement": beats_base.value, **beats_base.as_dict("probability_of_improvement_"),
         "base_runs": int(base.shape[0]),
         "win_rate": win_rate.value, **win_rate.as_dict("win_rate_"),
+        **_fairness_over_seeds(runs),
         "learns": _learns(improvement.value, spread),
     }
+
+
+FAIRNESS_POLICY_METRICS = ("worst_group_utility", "group_gap")
+"""The trained policy's fairness metrics (experiments.fairness) that the variants table shows."""
+
+
+def _fairness_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Worst-group utility, the max-min gap and the share of users worse off: mean over seeds, t interval."""
+    out: dict[str, Any] = {}
+    for key, section in (*((k, "after") for k in FAIRNESS_POLICY_METRICS), ("worse_off_share", "comparison")):
+        values = [r[section][key] for r in runs if key in r[section]]
+        if len(values) == len(runs):
+            estimate = stats.mean_interval(values, what="over training seeds")
+            out |= {key: estimate.value, **estimate.as_dict(f"{key}_"), f"{key}_ci95": estimate.half_width}
+    return out
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -133,6 +150,9 @@ def caption(table: list[dict[str, Any]]) -> str | None:
                 f"the probability that a trained run's utility exceeds a base-policy run's on a conversation "
                 f"({first['base_runs']} base sampling runs), with its {first['probability_of_improvement_interval']}; "
                 f"win rate: the users' Bradley-Terry expected preference, mean over seeds.")
+        if "worse_off_share_interval" in first:
+            text += (" Worst-group utility, max-min group gap and the share of users worse off: each run's own, mean "
+                     f"over seeds with the {first['worse_off_share_interval']}.")
     if len({e["n"] for e in evaluated}) > 1:
         text += " The variants were evaluated on different numbers of conversations: see the n column."
     spread = first.get("seed_to_seed_std")
@@ -158,10 +178,18 @@ def _columns(table: list[dict[str, Any]]) -> list[Column]:
                 mean_column("improvement", "improvement (mean over seeds)", **text),
                 interval_column("iqm_improvement", "IQM improvement", digits=3, **text),
                 interval_column("probability_of_improvement", "P(beats base)", **text),
+                *[interval_column(key, header, **text) for key, header in _FAIRNESS_HEADERS.items()],
                 win_rate, *last]
+    from experiments.metrics import get
+
     return [*first, Column("n", **text), mean_column("mean", "mean utility after", prefix="", **text),
-            mean_column("improvement", "improvement over base", **text), win_rate,
+            mean_column("improvement", "improvement over base", **text),
+            *[get(key).column(header, **text) for key, header in _FAIRNESS_HEADERS.items()], win_rate,
             count_column("sampled_win_rate", "sampled_wins", "sampled wins", **text), *last]
+
+
+_FAIRNESS_HEADERS = {"worst_group_utility": "worst-group utility after", "group_gap": "max-min group gap after",
+                     "worse_off_share": "users worse off"}
 
 
 def comparison_rendering(table: list[dict[str, Any]], title: str) -> Table:

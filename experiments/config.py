@@ -30,6 +30,7 @@ class ConfigError(ValueError):
 NAME_PATTERN = r"[A-Za-z0-9._=+-]+"
 """Characters allowed in run and experiment names: they become folder names."""
 MAX_SEED = 2**31 - 1  # numpy, torch and Python's random all accept seeds in [0, 2**31)
+MIN_FAIRNESS_GROUPS = 2  # balanced sampling and MaxMin only mean something across two or more user groups
 
 
 def _is_number_annotation(annotation: Any) -> bool:
@@ -364,6 +365,15 @@ class PrivacySettings(_Section):
                          "through the PII redactor")
 
 
+class FairnessSettings(_Section):
+    """Mitigations for the users a pooled objective serves worst (the fairness report itself is always on)."""
+
+    balanced_sampling: bool = Field(False, description="draw the training prompts group-balanced: every user group "
+                                    "an equal share, however rare (methods that train on prompts)")
+    maxmin: bool = Field(False, description="train on the MaxMin reward: the user_feedback reward is replaced by "
+                         "the worst-off group's utility for each reply (rewards: maxmin, same weight and noise)")
+
+
 class SweepSettings(_Section):
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -418,6 +428,7 @@ class ExperimentConfig(_Section):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    fairness: FairnessSettings = Field(default_factory=FairnessSettings)
     sweep: SweepSettings | None = Field(None, description="a search over this config with `attune sweep`")
     variants: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -505,6 +516,44 @@ class ExperimentConfig(_Section):
                 f"{', '.join(m.name for m in agents.methods() if m.kind == 'baseline')}); an LLM "
                 f"policy needs a conversation env: {', '.join(envs.registered_env_ids('text'))}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fairness_fits(self) -> ExperimentConfig:
+        import agents
+
+        on = [name for name in ("balanced_sampling", "maxmin") if getattr(self.fairness, name)]
+        if not on:
+            return self
+        field = f"fairness.{on[0]}"
+        method = agents.get_method(self.method)
+        if method.kind == "baseline":
+            raise ValueError(f"{field}: method {self.method} is a classic baseline on a discrete env; the fairness "
+                             "mitigations train LLM policies: remove the fairness: block or pick an LLM method")
+        if self.users.dirichlet_alpha is not None:
+            groups, why = 1, "users.dirichlet_alpha draws everyone into one group"
+        elif self.users.groups is not None:
+            groups, why = len(self.users.groups), "users.groups"
+        else:
+            try:
+                import envs
+                from envs.scenarios import get_scenario
+
+                groups, why = len(get_scenario(envs.scenario_of(self.env.id)).groups), f"the scenario of {self.env.id}"
+            except Exception:  # noqa: BLE001 - a user's own env: its population is checked when the run starts
+                groups, why = MIN_FAIRNESS_GROUPS, ""
+        if groups < MIN_FAIRNESS_GROUPS:
+            raise ValueError(f"{field}: needs at least {MIN_FAIRNESS_GROUPS} user groups, and {why} gives {groups}; "
+                             "set users.groups with two or more groups, or turn it off")
+        if self.fairness.balanced_sampling and not method.uses_prompts:
+            raise ValueError(f"fairness.balanced_sampling: method {self.method} draws no training prompts; turn it "
+                             "off, or use a method that trains on prompts (grpo, rloo, ppo, dpo, online_dpo, sft)")
+        if self.fairness.maxmin:
+            names = [s.name for s in self.rewards]
+            if "user_feedback" not in names:
+                raise ValueError("fairness.maxmin: swaps the user_feedback reward for MaxMin, but rewards has none ("
+                                 f"{', '.join(names)}); add {{name: user_feedback}} to rewards, or list "
+                                 "{name: maxmin} in rewards yourself and turn fairness.maxmin off")
         return self
 
     @model_validator(mode="after")

@@ -99,12 +99,7 @@ def build_eval_set(env: Any, prompts: int, seed: int, balance_groups: bool = Fal
 
     if getattr(env, "split", "held_out") != "held_out":
         raise ValueError("evaluation must use an environment on the held-out split")
-    quotas = None
-    if balance_groups:
-        population = env.unwrapped.population
-        names = [g.name for g in population.groups if any(u.group == g.name for u in population.held_out_users)]
-        quotas = {name: prompts // len(names) + (i < prompts % len(names)) for i, name in enumerate(names)}
-    return build_prompt_dataset(env, prompts, seed=seed, quotas=quotas)
+    return build_prompt_dataset(env, prompts, seed=seed, balance_groups=balance_groups)
 
 
 def run_episodes(
@@ -315,6 +310,11 @@ def sampled_win_rate(paired: Paired) -> dict[str, Any]:
     return {"sampled_wins": int(sum(wins)), "sampled_win_rate": sampled.value, **sampled.as_dict("sampled_win_rate_")}
 
 
+# The fairness metrics (worst-group utility, max-min gap, users made worse off) are declared in
+# experiments/fairness.py, after the comparisons above, so that tables list them last.
+from experiments import fairness  # noqa: E402
+
+
 def compare(
     before: list[EpisodeResult],
     after: list[EpisodeResult],
@@ -322,7 +322,8 @@ def compare(
     seed: int,
     noise: float,
 ) -> dict[str, Any]:
-    """Every declared comparison metric of ``after`` over ``before`` (rows in the same order), and the terms' changes.
+    """Every declared comparison metric of ``after`` over ``before`` (rows in the same order), the terms' changes,
+    and the fairness breakdown per group and trait (``fairness``, see :func:`experiments.fairness.fairness_section`).
 
     ``win_rate`` is the expected probability, by each user's Bradley-Terry choice model, that the user
     prefers the trained policy's first reply to the base policy's, averaged over conversations (t interval,
@@ -332,7 +333,8 @@ def compare(
     if len(before) != len(after):
         raise ValueError("before and after must score the same episodes")
     paired = Paired(before, after, population, seed, noise)
-    return {"n": len(after), **metrics.compute(metrics.COMPARISON, paired), "term_changes": term_changes(before, after)}
+    return {"n": len(after), **metrics.compute(metrics.COMPARISON, paired), "term_changes": term_changes(before, after),
+            "fairness": fairness.fairness_section(paired)}
 
 
 def episode_records(results: list[EpisodeResult]) -> list[dict[str, Any]]:

@@ -39,7 +39,8 @@ class Metric:
     - ``key``: its name in ``eval.json`` (and in W&B, and as ``sweep.metric``); ``label``: its row in tables.
     - ``show``: ``mean`` (value ± half-width), ``interval`` (value [low, high], for asymmetric or clipped
       intervals), ``count`` (k/n = rate [low, high], with ``count_key`` naming k), ``number`` (``format``),
-      or ``auto``: ``mean`` when the value came with an interval, else ``number``.
+      or ``auto``: ``mean`` when the value came with an interval, else ``number``. ``count_of`` names the field
+      holding the count's total (default ``n``, the conversations; e.g. users for a per-user share).
     - ``prefix``: the stored interval fields' prefix (default ``key + "_"``).
     - ``describe``: the caption's words for its interval, ``{interval}`` standing for the interval's kind
       (default ``"<label>: {interval}"`` where it differs from the headline's).
@@ -55,6 +56,7 @@ class Metric:
     prefix: str | None = None
     format: str = "{:+.3f}"
     count_key: str | None = None
+    count_of: str = "n"
     describe: str | None = None
     higher_is_better: bool = True
     sweep: bool = True
@@ -91,7 +93,7 @@ class Metric:
         if self.show == "interval":
             return interval_column(self.key, header, p, **options)
         if self.show == "count":
-            return count_column(self.key, self.count_key, header, p, **options)
+            return count_column(self.key, self.count_key, header, p, n_key=self.count_of, **options)
         number = Column(self.key, header, self.format, **options)
         if self.show == "number":
             return number
@@ -184,7 +186,9 @@ def describe_intervals(before: Mapping[str, Any], comparison: Mapping[str, Any] 
         kind = metric.interval_kind(section) if section is not None else None
         if kind is None or (metric.scope == POLICY and kind == before["interval"] and metric.describe is None):
             continue
-        parts.append((metric.describe or f"{metric.label}: {{interval}}").format(interval=kind))
+        part = (metric.describe or f"{metric.label}: {{interval}}").format(interval=kind)
+        if part not in parts:  # metrics that share an interval kind may share a description
+            parts.append(part)
     return "; ".join(parts) + "."
 
 

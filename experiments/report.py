@@ -103,6 +103,13 @@ def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Pat
     for name, title in (("training_reward.png", "Training"), ("eval_by_group.png", "Evaluation")):
         if (run_dir / "plots" / name).is_file():
             lines += [f"## {title}", "", f"![{title}](plots/{name})", ""]
+    from experiments.explain import explanation_markdown
+    from experiments.fairness import fairness_markdown, plot_fairness
+
+    lines += fairness_markdown(report)
+    if plot_fairness(run_dir, report) is not None:
+        lines += ["![fairness per group and trait](plots/fairness.png)", ""]
+    lines += explanation_markdown(run_dir, report)  # writes plots/explain.png
     episodes_path = run_dir / "episodes.json"
     if episodes_path.is_file():
         episodes = json.loads(episodes_path.read_text())
@@ -139,4 +146,8 @@ def print_report(console: Any, report: dict[str, Any], run_dir: Path) -> None:
     if changes:
         console.print("utility terms that moved most (paired change, see report.md): "
                       + ", ".join(f"{name} {c['change']:+.3f}" for name, c in changes[:3]))
+    from experiments.fairness import fairness_line
+
+    if (fairness := fairness_line(report)) is not None:
+        console.print(fairness + f" (per user: attune explain {run_dir})", markup=False, highlight=False)
     console.print(f"training took {report['train_seconds']:.0f} s; run folder: [cyan]{run_dir}[/]")

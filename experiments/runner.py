@@ -91,7 +91,9 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
         raise ConfigError(f"users.groups: {exc}") from None
     check_prompt_supply(config, population, training_prompts=method.uses_prompts)
     terms = TermsRecorder()
-    for i, spec in enumerate(config.rewards):
+    from experiments.fairness import training_rewards
+
+    for i, spec in enumerate(training_rewards(config)):  # with fairness.maxmin, MaxMin in user_feedback's place
         try:
             check_reward_params(spec.name, spec.params)
         except RewardLookupError as exc:
@@ -214,6 +216,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             seed=config.seed,
             prompts=config.prompts,
             population=population,
+            balance_groups=config.fairness.balanced_sampling,
             resume_from=str(resume_from) if resume_from else None,
             log=lambda metrics: tracker.log(metrics, step=tracker.last_step, phase="method"),
             method_settings=checked["method_settings"],
@@ -327,12 +330,13 @@ def run_variants(config: ExperimentConfig, console: Any = None) -> RunResult:
 def build_rewards(config: ExperimentConfig, population: Any, terms: Any, run_dir: Path, env_factory: Any = None) -> list[Any]:
     """The configured reward functions, ready for the trainers (learned ones are trained here)."""
     from agents.policy import resolve_model
+    from experiments.fairness import training_rewards
     from rewards import build_reward
 
     return [
         build_reward(s.name, s.params, population=population, report=terms, output_dir=run_dir / "rewards" / s.name,
                      resolve_model=resolve_model, env_factory=env_factory)
-        for s in config.rewards
+        for s in training_rewards(config)  # fairness.maxmin swaps user_feedback for MaxMin
     ]
 
 

@@ -10,6 +10,8 @@
   (:func:`iqm_interval`: runs are resampled within each task), :func:`probability_of_improvement`
   (P(X > Y) over every pair of runs, Mann-Whitney style, averaged over tasks, with a bootstrap
   interval), and :func:`summarize_seeds`, the seed-level summary of several methods.
+- Across user groups (fairness): :func:`group_extremes`, the worst group's mean and the max-min gap between
+  group means, each with a stratified bootstrap interval.
 
 Every function returns an :class:`Estimate`: the point value, the interval's low and high ends, n, and
 ``interval``, a name such as ``"95% Student-t CI"`` that tables print beside the numbers.
@@ -122,6 +124,38 @@ def correlation(x: Sequence[float], y: Sequence[float], method: str = "spearman"
         return Correlation(math.nan, math.nan, int(a.size), method)
     result = stats.pearsonr(a, b) if method == "pearson" else stats.spearmanr(a, b)
     return Correlation(float(result.statistic), float(result.pvalue), int(a.size), method)
+
+
+def group_extremes(samples: Mapping[str, Sequence[float]], confidence: float = CONFIDENCE,
+                   n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[Estimate, Estimate]:
+    """The worst group's mean (the minimum of the group means) and the max-min gap between the group means.
+
+    ``samples`` maps each group to its values (e.g. per-conversation utilities). Both come with a stratified
+    percentile bootstrap interval: each group's values are resampled on their own, so the interval carries
+    the chance that another group would have come out worst (NaN ends where a group has fewer than 2 values).
+    ``n`` is the number of groups.
+    """
+    groups = [np.asarray(values, dtype=np.float64).ravel() for values in samples.values()]
+    if not groups or any(g.size == 0 for g in groups):
+        raise ValueError("group_extremes needs at least one value in every group")
+    means = np.array([g.mean() for g in groups])
+
+    def group_means(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.stack([np.moveaxis(r, axis, -1).mean(axis=-1) for r in resampled])
+
+    def worst(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+        return group_means(*resampled, axis=axis).min(axis=0)
+
+    def gap(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+        m = group_means(*resampled, axis=axis)
+        return m.max(axis=0) - m.min(axis=0)
+
+    kind = f"{_percent(confidence)} stratified bootstrap CI (groups resampled separately)"
+    estimates = []
+    for statistic, value in ((worst, float(means.min())), (gap, float(means.max() - means.min()))):
+        low, high = _bootstrap(groups, statistic, confidence, n_resamples, seed)
+        estimates.append(Estimate(value, low, high, len(groups), kind))
+    return estimates[0], estimates[1]
 
 
 def interquartile_mean(scores: Sequence[float] | np.ndarray) -> float:

@@ -126,7 +126,9 @@ def test_the_evaluation_table_lists_the_metrics_in_declaration_order():
     assert labels == ["mean user reward (hidden utility)", "group a (n=3)", "group b (n=1)",
                       "mean feedback return (per episode)", "satisfaction rate", "mean reply length (words)",
                       "distinct-1 (unique words / words)", "distinct-2 (unique bigrams / bigrams)",
-                      "improvement (paired)", "win rate vs base (users' choices, expected)", "sampled wins vs base"]
+                      "improvement (paired)", "win rate vs base (users' choices, expected)", "sampled wins vs base",
+                      "worst-group utility (min of group means)", "max-min gap between group means",
+                      "users made worse off by training"]
     assert table.title == "held-out users: 4 conversations, same prompts and seeds"
 
 
