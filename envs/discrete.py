@@ -144,7 +144,7 @@ class DiscreteStyleEnv(gym.Env):
         self._user: SimulatedUser | None = None
         self._task: Task | None = None
         self._history_features = {
-            u.user_id: features(list(u.history), self.dimensions).mean(axis=0) for u in self.population.users
+            u.user_id: features(list(u.style_texts), self.dimensions).mean(axis=0) for u in self.population.users
         }
         self._expected: np.ndarray | None = None
         self._observation: np.ndarray | None = None

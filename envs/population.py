@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from envs.personal_data import personal_data, personal_notes
 from envs.scenarios import Task, UserGroup, get_scenario
 from envs.style_text import phrase_request, write_in_style
-from envs.users import HISTORY_REQUESTS, SimulatedUser, UserProfile
+from envs.users import HISTORY_REQUESTS, HISTORY_SAMPLES, SimulatedUser, UserProfile
 
 DIRICHLET_GROUP = "dirichlet"
 """The one group of a population drawn with ``dirichlet_alpha``."""
@@ -31,7 +32,8 @@ class UserPopulation:
         scenario: name of the application scenario (``writing``); gives groups, tasks and topics.
         n_users: number of users in the population.
         held_out_fraction: share of each group kept for evaluation only (never used in training).
-        seed: the same seed gives the same users, weights, traits, histories and split.
+        seed: the same seed gives the same users, weights, traits, histories (with their fake personal data,
+            see :mod:`envs.personal_data`) and split.
         groups: override the scenario's preference groups.
         dirichlet_alpha: draw each user's weights from a Dirichlet(alpha) mixture of the style dimensions'
             archetypes (see the module docstring) instead of from groups; the users form one group,
@@ -124,9 +126,12 @@ class UserPopulation:
         # Writing samples come from their own generator, so adding them left the population draws unchanged.
         sample_rng = np.random.default_rng([self.seed, index, 7])
         history = tuple(phrase_request(topic, preference_weights) for topic in chosen) + tuple(
-            write_in_style(topic, preference_weights, sample_rng) for topic in chosen[:3]
+            write_in_style(topic, preference_weights, sample_rng) for topic in chosen[:HISTORY_SAMPLES]
         )
-        return UserProfile(f"u{index:04d}", group.name, preference_weights, traits, history)
+        # Personal data (fake) comes from a Faker seeded on a stream of its own: the draws above are unchanged.
+        details = personal_data(self.seed, index)
+        history += personal_notes(details, preference_weights)
+        return UserProfile(f"u{index:04d}", group.name, preference_weights, traits, history, details)
 
     @classmethod
     def from_weights(

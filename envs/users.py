@@ -54,7 +54,9 @@ class UserProfile:
     """A simulated user: hidden preference weights over :data:`STYLE_DIMENSIONS`, a group and traits.
 
     ``history`` holds texts the user wrote (messages, writing samples) in their own style: usable for
-    retrieval, fine-tuning, perplexity and BLEU against the user.
+    retrieval, fine-tuning, perplexity and BLEU against the user. Like real users' messages, some of them
+    carry the user's ``personal_data`` (name, email, phone, address, card number; fake, from
+    :mod:`envs.personal_data`): whatever takes users' texts out of a run must redact it.
     """
 
     user_id: str
@@ -62,6 +64,17 @@ class UserProfile:
     preference_weights: Mapping[str, float]
     traits: Mapping[str, Any]
     history: tuple[str, ...]
+    personal_data: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def style_texts(self) -> tuple[str, ...]:
+        """The history's past requests and writing samples, without the notes that carry personal data."""
+        return self.history[:HISTORY_REQUESTS + HISTORY_SAMPLES]
+
+    @property
+    def name(self) -> str:
+        """The user's (fake) full name; empty for a user without personal data."""
+        return self.personal_data.get("name", "")
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -79,7 +92,8 @@ class UserProfile:
     def request_sample_pairs(self) -> list[tuple[str, str]]:
         """``(request, writing sample)`` pairs from the history: a request in the user's words and a text on
         the same topic written the way they like it (fine-tuning data in the user's own style)."""
-        requests, samples = self.history[:HISTORY_REQUESTS], self.history[HISTORY_REQUESTS:]
+        requests = self.history[:HISTORY_REQUESTS]
+        samples = self.history[HISTORY_REQUESTS:HISTORY_REQUESTS + HISTORY_SAMPLES]
         return list(zip(requests, samples))
 
     def weight_vector(self) -> np.ndarray:
@@ -117,6 +131,8 @@ SATISFIED_MESSAGE = "Thanks, that's exactly what I needed."
 
 HISTORY_REQUESTS = 4
 """A user's history holds this many past requests, then writing samples on the first topics."""
+HISTORY_SAMPLES = 3
+"""... this many writing samples (on the first past requests' topics), then the notes with personal data."""
 
 
 class SimulatedUser:

@@ -410,7 +410,9 @@ def _guarded_call(action: Any, debug: bool = False) -> None:
         if kind is not None:
             err.print(f"[red]{kind}:[/] {escape(_one_line(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
-        err.print(f"[red]error:[/] {escape(type(exc).__name__ + ': ' + _one_line(exc))}; rerun with --debug for the "
+        from experiments.redact import redact  # a user error names settings; any other may quote a text
+
+        err.print(f"[red]error:[/] {escape(redact(type(exc).__name__ + ': ' + _one_line(exc)))}; rerun with --debug for the "
                   "traceback", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
 

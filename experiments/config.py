@@ -361,8 +361,9 @@ class DPSettings(_Section):
 class PrivacySettings(_Section):
     dp: DPSettings | None = Field(None, description="train with differential privacy (DP-SGD, per-user clipping "
                                   "and noise); methods that train on users' own data only")
-    redact: bool = Field(True, description="pass every text that leaves the process (run files, reports, W&B) "
-                         "through the PII redactor")
+    redact: bool = Field(True, description="pass every text that leaves the process (run files, reports, W&B, "
+                         "the evaluation cache) through the PII redactor (emails, phone numbers, the users' names, "
+                         "street addresses, card numbers); false is for debugging only")
 
 
 class FairnessSettings(_Section):

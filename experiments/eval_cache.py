@@ -90,11 +90,13 @@ def load(key: str) -> dict[str, Any] | None:
 
 def store(key: str, evaluation: dict[str, Any]) -> Path | None:
     """Write an entry atomically (a run killed mid-write leaves no half file); None if the cache is unwritable."""
+    from experiments.redact import redact_data
+
     folder = cache_folder()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{key}.{os.getpid()}.tmp"
-        partial.write_text(json.dumps(evaluation))
+        partial.write_text(json.dumps(redact_data(evaluation)))
         os.replace(partial, folder / f"{key}.json")
     except OSError:
         return None

@@ -91,6 +91,7 @@ def plot_evaluation(run_dir: Path, report: dict[str, Any]) -> Path | None:
 def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Path:
     """``report.md``: the numbers, the plots and a few example replies, before and after."""
     from experiments.metrics import baseline_table, evaluation_table, term_table
+    from experiments.redact import redact
 
     lines = [f"# {run_dir.name}", ""]
     if "held_out" in report:  # a classic baseline on a discrete env
@@ -118,8 +119,8 @@ def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Pat
             lines += [
                 f"**user {b['user_id']} ({b['group']}), task {b['task_id']}**",
                 "",
-                f"- base ({b['score']:+.2f}): {b['replies'][0][:300]!r}",
-                f"- trained ({a['score']:+.2f}): {a['replies'][0][:300]!r}",
+                f"- base ({b['score']:+.2f}): {redact(b['replies'][0])[:300]!r}",
+                f"- trained ({a['score']:+.2f}): {redact(a['replies'][0])[:300]!r}",
                 "",
             ]
     lines += ["## Config", "", "```yaml", config_text.rstrip(), "```", ""]

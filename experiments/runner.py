@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments import redact
 from experiments.checkpoints import _checkpoint_step, find_run_to_resume
 from experiments.config import ConfigError, ExperimentConfig
 from experiments.config_files import dump_config
@@ -60,6 +61,7 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     import agents
     from experiments import baselines
 
+    redact.configure(config.privacy.redact)  # this run's setting, whatever ran before in this process
     method = agents.get_method(config.method)
     if method.kind == "baseline":
         if config.users.from_feedback is not None:
@@ -235,6 +237,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         # Learning-curve evaluations pause the clock: the seconds are training's own.
         train_seconds = time.perf_counter() - train_started - (curve.paused if curve else 0.0)
         final_dir = run_dir / "checkpoints" / "final"
+        trained.extras = redact.redact_data(trained.extras)  # e.g. prompting's example system prompt quotes a user
         trained.save(final_dir)
         tokenizer.save_pretrained(final_dir)
 
@@ -356,7 +359,7 @@ def _population(config: ExperimentConfig) -> Any:
     groups = None
     if config.users.groups is not None:
         groups = [UserGroup(g.name, g.share, g.preference_center, g.spread) for g in config.users.groups]
-    return UserPopulation(
+    population = UserPopulation(
         envs.scenario_of(config.env.id),
         n_users=config.users.n_users,
         held_out_fraction=config.users.held_out_fraction,
@@ -364,3 +367,6 @@ def _population(config: ExperimentConfig) -> Any:
         groups=groups,
         dirichlet_alpha=config.users.dirichlet_alpha,
     )
+    # Everything this process writes from here on is redacted, the users' own names included.
+    redact.configure(config.privacy.redact, (u.name for u in population.users))
+    return population

@@ -157,6 +157,8 @@ class Table:
         are not all numbers is written as text, so W&B's column types never clash."""
         import wandb
 
+        from experiments.redact import redact
+
         records = self.to_records()
         keys: list[str] = []
         for record in records:
@@ -167,7 +169,7 @@ class Table:
             return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
         as_text = {k for k in keys if not numeric(k)}
-        data = [[(None if r.get(k) is None else str(_wandb_value(r[k]))) if k in as_text else r.get(k) for k in keys]
+        data = [[(None if r.get(k) is None else redact(str(_wandb_value(r[k])))) if k in as_text else r.get(k) for k in keys]
                 for r in records]
         return wandb.Table(columns=keys, data=data)
 

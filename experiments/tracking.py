@@ -18,6 +18,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from experiments import redact
 from experiments.config import ExperimentConfig
 from experiments.config_files import dump_config
 
@@ -77,7 +78,8 @@ def _jsonable(value: Any) -> Any:
 
 
 class RunTracker:
-    """Writes a run's files and mirrors every metric to W&B."""
+    """Writes a run's files and mirrors every metric to W&B; every text goes through :func:`experiments.redact.redact`
+    first (the config is settings, no users' texts, and is written as it is)."""
 
     def __init__(self, config: ExperimentConfig, run_dir: Path, resume_step: int | None = None) -> None:
         """Start tracking ``run_dir``; with ``resume_step``, continue it from that training step.
@@ -133,7 +135,7 @@ class RunTracker:
 
     def log(self, metrics: dict[str, Any], step: int, phase: str = "train") -> None:
         self.last_step = max(self.last_step, step)
-        record = {"step": step, "phase": phase, **{k: _jsonable(v) for k, v in metrics.items()}}
+        record = {"step": step, "phase": phase, **{k: redact.redact_data(_jsonable(v)) for k, v in metrics.items()}}
         self._metrics.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
             numeric = {f"{phase}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
@@ -142,7 +144,7 @@ class RunTracker:
     def summary(self, values: dict[str, Any]) -> None:
         if self.wandb_run is not None:
             for key, value in values.items():
-                self.wandb_run.summary[key] = value
+                self.wandb_run.summary[key] = redact.redact_data(value)
 
     def log_images(self, paths: list[Path]) -> None:
         if self.wandb_run is not None and paths:
@@ -152,7 +154,7 @@ class RunTracker:
 
     def write_json(self, filename: str, data: Any) -> Path:
         path = self.run_dir / filename
-        path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+        path.write_text(json.dumps(redact.redact_data(data), indent=2, default=_jsonable) + "\n")
         return path
 
     def finish(self, exit_code: int = 0) -> None:

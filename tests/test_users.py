@@ -121,7 +121,7 @@ def test_writing_samples_are_in_the_users_own_style(scenario):
     task = Task("t", "anything", ())
     own, others = [], []
     for author in population.users:
-        samples = list(author.history[-3:])
+        samples = [sample for _, sample in author.request_sample_pairs()]
         for reader in population.users[::6]:
             score = SimulatedUser(reader, noise=0.0).utility(samples, [task] * 3).mean()
             (own if reader.user_id == author.user_id else others).append((author.group == reader.group, score))
