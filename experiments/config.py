@@ -330,6 +330,11 @@ class DPSettings(_Section):
         return self
 
 
+PRIVATE_REWARDS = ("learned_reward_model",)
+"""Rewards trained on the users' data that train by DP-SGD under ``privacy.dp`` (a method does when it has a
+``check_privacy``: see :class:`agents.MethodSpec`)."""
+
+
 class PrivacySettings(_Section):
     dp: DPSettings | None = Field(None, description="train with differential privacy (DP-SGD, per-user clipping "
                                   "and noise); methods that train on users' own data only")
@@ -478,6 +483,19 @@ class ExperimentConfig(_Section):
                 f"{', '.join(m.name for m in agents.methods() if m.kind == 'baseline')}); an LLM "
                 f"policy needs a conversation env: {', '.join(envs.registered_env_ids('text'))}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_fits_method(self) -> ExperimentConfig:
+        import agents
+
+        if self.privacy.dp is None:
+            return self
+        method = agents.get_method(self.method)
+        if getattr(method, "check_privacy", None) is None and (
+                method.kind == "baseline" or not any(s.name in PRIVATE_REWARDS for s in self.rewards)):
+            raise ValueError(f"privacy.dp: method {self.method} does not train with differential privacy; use method: "
+                             f"sft or a {' or '.join(PRIVATE_REWARDS)} reward (DP-SGD on the users' data), or remove privacy.dp")
         return self
 
     @model_validator(mode="after")
