@@ -64,8 +64,11 @@ class PrivacySettingsError(ValueError):
 
 
 def default_delta(users: int) -> float:
-    """1/users rounded down to a power of ten (below 1/users, as a meaningful delta must be)."""
-    return 10.0 ** math.floor(math.log10(1.0 / users) - 1e-12) if users > 1 else 0.1
+    """The largest power of ten below 1/users (a meaningful delta must be below it): 80 users 0.01, 1000 1e-4."""
+    delta = 10.0 ** math.floor(math.log10(1.0 / max(users, 2)))
+    while delta * users >= 1.0:  # 1/users itself a power of ten (or log10 rounding up)
+        delta /= 10.0
+    return delta
 
 
 def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -78,7 +81,9 @@ def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta
 
     accountant = RDPAccountant()
     accountant.history = [(noise_multiplier, sample_rate, steps)]
-    return float(accountant.get_epsilon(delta))
+    with warnings.catch_warnings():  # "optimal order is the largest alpha": the bound holds, only looser
+        warnings.filterwarnings("ignore", message="Optimal order")
+        return float(accountant.get_epsilon(delta))
 
 
 @dataclasses.dataclass
@@ -114,17 +119,20 @@ class PrivacyPlan:
         return out
 
 
-def plan(dp: Any, *, users: int, users_per_step: float, steps: int, where: str = "trainer") -> PrivacyPlan:
+def plan(dp: Any, *, users: int, users_per_step: float, steps: int, where: str = "trainer",
+         run_users: int | None = None) -> PrivacyPlan:
     """The noise multiplier and the epsilon of training on ``users`` users, ``users_per_step`` of them expected
     per step, for ``steps`` steps under ``dp`` (the config's ``privacy.dp``: ``epsilon`` or ``noise_multiplier``,
-    ``max_grad_norm``, ``delta``). ``where`` names the settings the batch comes from, for errors."""
+    ``max_grad_norm``, ``delta``). ``where`` names the settings the batch comes from, for errors. The default
+    delta comes from ``run_users``, all the users the run protects (default ``users``): one delta for a model
+    trained on a group of them as for one trained on all."""
     if users < 2:
         raise PrivacySettingsError(f"privacy.dp: {users} training user(s) to protect; DP needs at least 2 (raise users.n_users)")
     if users_per_step > users:
         raise PrivacySettingsError(
             f"{where}: under privacy.dp a batch is users, and {users_per_step:g} per step is more than the {users} "
             f"training users; use at most {users}")
-    delta = dp.delta if dp.delta is not None else default_delta(users)
+    delta = dp.delta if dp.delta is not None else default_delta(max(users, run_users or users))
     if delta >= 1.0 / users:
         raise PrivacySettingsError(
             f"privacy.dp.delta: {delta:g} is not below 1/(training users) = 1/{users}, which would allow releasing a "
@@ -135,8 +143,10 @@ def plan(dp: Any, *, users: int, users_per_step: float, steps: int, where: str =
     else:
         from opacus.accountants.utils import get_noise_multiplier
 
-        sigma = float(get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=delta, sample_rate=sample_rate,
-                                           steps=steps, accountant=ACCOUNTANT))
+        with warnings.catch_warnings():  # as in epsilon_spent
+            warnings.filterwarnings("ignore", message="Optimal order")
+            sigma = float(get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=delta, sample_rate=sample_rate,
+                                               steps=steps, accountant=ACCOUNTANT))
     out = PrivacyPlan(users=users, users_per_step=float(users_per_step), steps=steps, max_grad_norm=dp.max_grad_norm,
                       noise_multiplier=sigma, delta=delta, target_epsilon=dp.epsilon)
     out.epsilon = epsilon_spent(sigma, sample_rate, steps, delta)
@@ -153,7 +163,9 @@ def combine(parts: dict[str, dict[str, Any]], sequential: bool) -> dict[str, Any
     else:
         epsilon = float(sum(epsilons)) if sequential else float(max(epsilons))
     delta = float(sum(deltas)) if sequential else float(max(deltas))
-    return {"epsilon": epsilon, "delta": delta, "composition": "sequential (sum)" if sequential else "parallel (max)"}
+    composition = ("sequential (the same users): epsilons and deltas summed" if sequential
+                   else "parallel (disjoint users): the largest epsilon and delta")
+    return {"epsilon": epsilon, "delta": delta, "composition": composition}
 
 
 def trainable_parameters(model: Any) -> list[tuple[str, Any]]:

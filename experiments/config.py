@@ -320,8 +320,8 @@ class DPSettings(_Section):
     noise_multiplier: float | None = Field(None, ge=0.0, description="Gaussian noise std / max_grad_norm; "
                                            "epsilon is then reported, not targeted")
     max_grad_norm: float = Field(1.0, gt=0.0, description="per-user gradient clipping bound")
-    delta: float | None = Field(None, gt=0.0, lt=1.0, description="delta of (epsilon, delta)-DP; default 1 / "
-                                "(number of training users), rounded down to a power of ten")
+    delta: float | None = Field(None, gt=0.0, lt=1.0, description="delta of (epsilon, delta)-DP, below 1/(training "
+                                "users); default the largest power of ten below it")
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> DPSettings:

@@ -132,7 +132,7 @@ def privacy_lines(privacy: dict[str, Any]) -> list[str]:
     lines = ["## Differential privacy", "",
              f"(epsilon, delta) = ({_epsilon_text(privacy['epsilon'])}, {privacy['delta']:.3g}) per **{privacy['unit']}** "
              f"({privacy['accountant'].upper()} accountant, Poisson sampling of users, per-user clipping"
-             + (f"; parts composed {privacy['composition']}" if "composition" in privacy else "") + ").", "",
+             + (f"; composition: {privacy['composition']}" if "composition" in privacy else "") + ").", "",
              "| part | epsilon | delta | noise multiplier | max grad norm | sample rate | steps | users | users/step |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, part in privacy["parts"].items():
