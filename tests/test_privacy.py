@@ -129,3 +129,24 @@ def test_dp_sft_run_reports_a_finite_epsilon_and_trains_the_adapters(attune_cli,
     adapter = next((run_dir / "checkpoints" / "final").rglob("adapter_model.safetensors"))
     lora_b = [t for name, t in load_file(adapter).items() if "lora_B" in name]
     assert lora_b and all(float(t.abs().max()) > 0 for t in lora_b)
+
+
+def test_learned_reward_model_trains_privately_when_given_dp_sgd(tmp_path):
+    import envs
+    from agents.policy import resolve_model
+    from agents.privacy import private_trainer
+    from envs.population import UserPopulation
+    from rewards import build_reward
+
+    population = UserPopulation(envs.scenario_of("attune/WritingAssistant-v1"), n_users=20, seed=0)
+    reward = build_reward("learned_reward_model", {"pairs": 16, "steps": 2, "batch_size": 4, "held_out_pairs": 8},
+                          population=population, resolve_model=resolve_model, output_dir=tmp_path,
+                          private_training=private_trainer(dp(noise_multiplier=1.0)))
+    assert (reward.privacy["users"], reward.privacy["sample_rate"], reward.privacy["steps"]) == (16, 0.25, 2)
+    assert reward.privacy["epsilon"] == pytest.approx(epsilon_spent(1.0, 0.25, 2, 0.01))
+    assert json.loads((tmp_path / "reward_model.json").read_text())["privacy"] == reward.privacy
+    # Only adapters and the score head were trained, and they moved (LoRA's B starts at zero).
+    trained = {n: p for n, p in reward.model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n or "score" in n for n in trained)
+    assert all(float(p.detach().abs().max()) > 0 for n, p in trained.items() if "lora_B" in n)
+    assert not any(hasattr(p, "grad_sample") and p.grad_sample is not None for p in reward.model.parameters())
