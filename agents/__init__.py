@@ -75,6 +75,9 @@ class TrainingJob:
     callbacks: list[Any] = dataclasses.field(default_factory=list)
     after_init: list[Any] = dataclasses.field(default_factory=list)
     """Functions called with the TRL trainer once it is built (e.g. to swap its progress bar)."""
+    privacy: Any = None
+    """The config's ``privacy.dp`` (epsilon or noise_multiplier, max_grad_norm, delta) or None: a method that
+    supports it (``MethodSpec.check_privacy``) then trains by user-level DP-SGD (:mod:`agents.privacy`)."""
 
 
 @dataclasses.dataclass
@@ -96,6 +99,9 @@ class TrainedPolicy:
     """False where the weights are the base model's, unchanged (prompting): nothing to save twice."""
     choose_reply: Any = None
     candidates: int = 1
+    privacy: dict[str, Any] | None = None
+    """With ``privacy.dp``: the privacy accounting of the training (:meth:`agents.privacy.PrivacyPlan.as_dict`, or
+    several of them combined), for eval.json, report.md and W&B."""
 
     def replies(self, generate: Callable[[list[list[dict[str, str]]]], list[str]], user_ids: list[str],
                 conversations: list[list[dict[str, str]]]) -> list[str]:

@@ -135,6 +135,10 @@ class MethodSpec:
     trainer_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     check_trainer: Callable[[dict[str, Any], Path, int], None] | None = None
     """Validates ``trainer:`` (usually by building the TRL config); without one, ``trainer:`` must be empty."""
+    check_privacy: Callable[[Any, Any, dict[str, Any], Any], None] | None = None
+    """``check_privacy(dp, method_settings, trainer_settings, population)``: the method trains with differential
+    privacy when ``privacy.dp`` is set (``TrainingJob.privacy``), and this raises :class:`TrainerSettingsError` for
+    settings it cannot train privately with. None: the method does not support ``privacy.dp``."""
 
     def check_trainer_settings(self, settings: dict[str, Any], output_dir: Path, seed: int) -> None:
         if self.check_trainer is not None:

@@ -23,6 +23,13 @@ per user on that user's own writing samples, held-out users included (their past
 the evaluation conversations are not), so it needs ``data: writing_samples``. At evaluation each user's
 replies come from their adapter, chosen by user id.
 LoRA settings come from ``policy.lora`` (default r=8). ``trainer.max_steps`` is per adapter.
+
+With ``privacy.dp`` each adapter is trained by user-level DP-SGD (:mod:`agents.privacy`) instead of TRL's
+SFTTrainer: ``trainer.per_device_train_batch_size`` is then the expected number of *users* per step (each
+contributing the mean gradient of up to 4 of their examples), with ``max_steps``, ``learning_rate``,
+``weight_decay`` and ``max_length`` taken from ``trainer:`` too (AdamW at a constant rate; other trainer settings
+do not apply). The protected users are the adapter's training users; adapters of disjoint groups compose in
+parallel. ``per: user`` cannot be private: each adapter is one user's data.
 """
 
 from __future__ import annotations
@@ -80,9 +87,10 @@ def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None
 
 
 def user_texts(users: list[Any]) -> list[dict[str, Any]]:
-    """Prompt-completion rows from the users' own request/writing-sample pairs."""
+    """Prompt-completion rows from the users' own request/writing-sample pairs (with the ``user_id`` they are of)."""
     return [
-        {"prompt": [{"role": "user", "content": request}], "completion": [{"role": "assistant", "content": sample}]}
+        {"prompt": [{"role": "user", "content": request}], "completion": [{"role": "assistant", "content": sample}],
+         "user_id": user.user_id}
         for user in users
         for request, sample in user.request_sample_pairs()
     ]
@@ -135,8 +143,69 @@ def chosen_replies(
     return kept, stats
 
 
+def adapter_users(population: Any, options: Settings) -> dict[str, list[str]]:
+    """The training users whose data each adapter is fine-tuned on (per: all / group), by adapter name."""
+    if options.per == "group":
+        return {g.name: [u.user_id for u in population.train_users if u.group == g.name] for g in population.groups}
+    return {"all": [u.user_id for u in population.train_users]}
+
+
+def check_privacy(dp: Any, options: Settings, trainer_settings: dict[str, Any], population: Any) -> None:
+    """``privacy.dp`` with these settings: the noise of every adapter can be planned (see :mod:`agents.privacy`)."""
+    from agents.privacy import PrivacySettingsError, plan
+
+    if options.per == "user":
+        raise TrainerSettingsError("privacy.dp: method_settings.per: user trains each user's adapter on that user's "
+                                   "data alone, which no noise can protect; use per: all or per: group, or remove privacy.dp")
+    args = trainer_config(trainer_settings, "_check", 0)
+    if args.max_steps is None or args.max_steps < 1:
+        raise TrainerSettingsError("trainer.max_steps: privacy.dp plans its noise over a fixed number of steps; set "
+                                   "trainer.max_steps")
+    for name, users in adapter_users(population, options).items():
+        try:
+            plan(dp, users=len(users), users_per_step=args.per_device_train_batch_size, steps=args.max_steps,
+                 where="trainer.per_device_train_batch_size")
+        except PrivacySettingsError as exc:
+            where = f" (adapter {name!r})" if options.per == "group" else ""
+            raise TrainerSettingsError(f"{exc}{where}") from None
+
+
+def sft_rows(tokenizer: Any, rows: list[dict[str, Any]], max_length: int | None) -> list[dict[str, Any]]:
+    """Token rows (``input_ids``; ``labels`` -100 on the prompt) from prompt-completion or token rows, cut at
+    ``max_length`` tokens, for the private training loop (TRL's SFTTrainer tokenizes for itself)."""
+    out = []
+    for row in rows:
+        if "input_ids" in row:
+            ids, labels = list(row["input_ids"]), list(row["labels"])
+        else:
+            prompt = chat_prompt_ids(tokenizer, row["prompt"])
+            ids = list(tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True,
+                                                     return_dict=True)["input_ids"])
+            labels = [-100] * len(prompt) + ids[len(prompt):]
+        if max_length:
+            ids, labels = ids[:max_length], labels[:max_length]
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def train_adapter_privately(job: TrainingJob, model: Any, rows: list[dict[str, Any]], users: list[str], args: Any,
+                            seed: int) -> dict[str, Any]:
+    """Train the active adapter by user-level DP-SGD; returns its privacy accounting."""
+    from agents.privacy import TrainerEvents, causal_lm_loss, plan, train_private
+
+    dp_plan = plan(job.privacy, users=len(users), users_per_step=args.per_device_train_batch_size,
+                   steps=args.max_steps, where="trainer.per_device_train_batch_size")
+    events = TrainerEvents(job.callbacks, args, dp_plan.steps, model)
+    events.begin()
+    train_private(model, sft_rows(job.tokenizer, rows, args.max_length), [r["user_id"] for r in rows],
+                  causal_lm_loss(job.tokenizer.pad_token_id), dp_plan, users=users, learning_rate=args.learning_rate,
+                  weight_decay=args.weight_decay, seed=seed, on_step=events.step)
+    events.end()
+    return dp_plan.as_dict()
+
+
 def training_data(job: TrainingJob, options: Settings) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
-    """The SFT rows of each adapter, and which adapter serves each user."""
+    """The SFT rows of each adapter (each with the ``user_id`` it is of), and which adapter serves each user."""
     population = job.population
     if options.per == "all":
         owner = {u.user_id: "all" for u in population.users}
@@ -163,7 +232,8 @@ def training_data(job: TrainingJob, options: Settings) -> tuple[dict[str, list[d
                                      seed=sampling_seed, prefer=prefer)
         if job.log is not None:
             job.log({f"sft/{k}": v for k, v in stats.items()})
-        data = {name: [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in kept if owner[r["user_id"]] == name]
+        data = {name: [{"input_ids": r["input_ids"], "labels": r["labels"], "user_id": r["user_id"]} for r in kept
+                       if owner[r["user_id"]] == name]
                 for name in names}
     for name, rows in data.items():
         if not rows:
@@ -181,6 +251,8 @@ def train(job: TrainingJob) -> TrainedPolicy:
     data, owner = training_data(job, options)  # candidates come from the base policy, before any adapter
     lora = job.peft_config or LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, target_modules="all-linear")
     model = job.model
+    accounts: dict[str, dict[str, Any]] = {}
+    protected = adapter_users(job.population, options) if job.privacy is not None else {}
     for k, (name, rows) in enumerate(data.items()):
         with torch_seeded(derive_seed(job.seed, "sft-adapter-init", k)):  # new LoRA weights: their own stream
             if k == 0:
@@ -189,13 +261,24 @@ def train(job: TrainingJob) -> TrainedPolicy:
                 model.add_adapter(name, lora)
         model.set_adapter(name)
         args = trainer_config(job.trainer_settings, job.output_dir / f"adapter-{name}", derive_seed(job.seed, "sft-adapter", k))
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=job.tokenizer, callbacks=job.callbacks)
-        finish_trainer_setup(trainer, job)
-        trainer.train()
+        if job.privacy is not None:
+            accounts[name] = train_adapter_privately(job, model, rows, protected[name], args,
+                                                     derive_seed(job.seed, "sft-dp", k))
+        else:
+            trainer = SFTTrainer(model=model, args=args, processing_class=job.tokenizer, callbacks=job.callbacks,
+                                 train_dataset=Dataset.from_list([{c: v for c, v in r.items() if c != "user_id"} for r in rows]))
+            finish_trainer_setup(trainer, job)
+            trainer.train()
         if job.log is not None:
             job.log({"sft/adapter": k + 1, "sft/adapter_examples": float(len(rows))})
-    return TrainedPolicy(model, adapter_for=lambda user_id: owner[user_id],
+    privacy = None
+    if accounts:
+        from agents.privacy import combine
+
+        # One adapter's figures as they are; adapters of disjoint groups compose in parallel (the largest).
+        privacy = next(iter(accounts.values())) if len(accounts) == 1 else {**combine(accounts, sequential=False),
+                                                                            "adapters": accounts}
+    return TrainedPolicy(model, adapter_for=lambda user_id: owner[user_id], privacy=privacy,
                          extras={"adapters.json": {"per": options.per, "data": options.data, "user_to_adapter": owner}})
 
 
@@ -206,4 +289,5 @@ METHOD = MethodSpec(
     multi_turn=True,  # trains on the users' texts; the adapters then serve conversations of any length
     resumable=False,  # several trainers, one per adapter
     uses_prompts=True,  # data: chosen samples replies to training users' opening turns
+    check_privacy=check_privacy,
 )

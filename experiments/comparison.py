@@ -125,6 +125,9 @@ def comparison_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     table = []
     for runs in _variant_groups(rows).values():
         entry = _one_seed_entry(runs[0], spread) if len(runs) == 1 else _seeds_entry(runs, spread)
+        if "privacy" in runs[0]:  # privacy.dp: the run's epsilon per user (the same plan for every seed)
+            entry["dp_epsilon"] = runs[0]["privacy"]["epsilon"]
+            entry["dp_delta"] = runs[0]["privacy"]["delta"]
         if spread is not None:
             entry["seed_to_seed_std"] = spread
         table.append(entry)
@@ -173,6 +176,8 @@ def _columns(table: list[dict[str, Any]]) -> list[Column]:
     last = [Column("learns", format=_learns_cell, **text),
             Column("train_seconds", "train time (s)", "{:.0f}", missing="-")]
     win_rate = interval_column("win_rate", "win rate vs base (expected)", **text)
+    if any("dp_delta" in e for e in table):  # a privacy-utility comparison: each variant's epsilon (no DP: inf)
+        last.insert(0, Column("dp_epsilon", "DP epsilon (per user)", "{:.3g}", missing="inf"))
     if any(e.get("seeds", 1) > 1 for e in table):
         return [*first, Column("seeds", **text), Column("n", **text), Column("mean", "mean utility after", "{:+.3f}", **text),
                 mean_column("improvement", "improvement (mean over seeds)", **text),

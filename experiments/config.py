@@ -348,14 +348,19 @@ class DPSettings(_Section):
     noise_multiplier: float | None = Field(None, ge=0.0, description="Gaussian noise std / max_grad_norm; "
                                            "epsilon is then reported, not targeted")
     max_grad_norm: float = Field(1.0, gt=0.0, description="per-user gradient clipping bound")
-    delta: float | None = Field(None, gt=0.0, lt=1.0, description="delta of (epsilon, delta)-DP; default 1 / "
-                                "(number of training users), rounded down to a power of ten")
+    delta: float | None = Field(None, gt=0.0, lt=1.0, description="delta of (epsilon, delta)-DP, below 1/(training "
+                                "users); default the largest power of ten below it")
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> DPSettings:
         if (self.epsilon is None) == (self.noise_multiplier is None):
             raise ValueError("privacy.dp: give exactly one of epsilon (a target budget) or noise_multiplier")
         return self
+
+
+PRIVATE_REWARDS = ("learned_reward_model",)
+"""Rewards trained on the users' data that train by DP-SGD under ``privacy.dp`` (a method does when it has a
+``check_privacy``: see :class:`agents.MethodSpec`)."""
 
 
 class PrivacySettings(_Section):
@@ -555,6 +560,19 @@ class ExperimentConfig(_Section):
                 raise ValueError("fairness.maxmin: swaps the user_feedback reward for MaxMin, but rewards has none ("
                                  f"{', '.join(names)}); add {{name: user_feedback}} to rewards, or list "
                                  "{name: maxmin} in rewards yourself and turn fairness.maxmin off")
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_fits_method(self) -> ExperimentConfig:
+        import agents
+
+        if self.privacy.dp is None:
+            return self
+        method = agents.get_method(self.method)
+        if getattr(method, "check_privacy", None) is None and (
+                method.kind == "baseline" or not any(s.name in PRIVATE_REWARDS for s in self.rewards)):
+            raise ValueError(f"privacy.dp: method {self.method} does not train with differential privacy; use method: "
+                             f"sft or a {' or '.join(PRIVATE_REWARDS)} reward (DP-SGD on the users' data), or remove privacy.dp")
         return self
 
     @model_validator(mode="after")

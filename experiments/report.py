@@ -101,6 +101,8 @@ def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Pat
         terms = term_table(report)
         if terms is not None:
             lines += [f"### {terms.title}", "", terms.to_markdown(title=False)]
+    if "privacy" in report:
+        lines += privacy_lines(report["privacy"])
     for name, title in (("training_reward.png", "Training"), ("eval_by_group.png", "Evaluation")):
         if (run_dir / "plots" / name).is_file():
             lines += [f"## {title}", "", f"![{title}](plots/{name})", ""]
@@ -129,6 +131,29 @@ def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Pat
     return out
 
 
+def _epsilon_text(epsilon: float | None) -> str:
+    return "inf (no noise)" if epsilon is None else f"{epsilon:.3g}"
+
+
+def privacy_lines(privacy: dict[str, Any]) -> list[str]:
+    """report.md's differential-privacy section: the run's (epsilon, delta) and each private part's accounting."""
+    lines = ["## Differential privacy", "",
+             f"(epsilon, delta) = ({_epsilon_text(privacy['epsilon'])}, {privacy['delta']:.3g}) per **{privacy['unit']}** "
+             f"({privacy['accountant'].upper()} accountant, Poisson sampling of users, per-user clipping"
+             + (f"; composition: {privacy['composition']}" if "composition" in privacy else "") + ").", "",
+             "| part | epsilon | delta | noise multiplier | max grad norm | sample rate | steps | users | users/step |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, part in privacy["parts"].items():
+        rows = part.get("adapters", {name: part})
+        for label, p in rows.items():
+            label = name if label == name else f"{name} (adapter {label})"
+            lines.append(f"| {label} | {_epsilon_text(p['epsilon'])} | {p['delta']:.3g} | {p['noise_multiplier']:.3g} | "
+                         f"{p['max_grad_norm']:g} | {p['sample_rate']:.3g} | {p['steps']} | {p['users']} | {p['users_per_step']:g} |")
+    if "not_private" in privacy:
+        lines += ["", f"Not private: {privacy['not_private']}."]
+    return lines + [""]
+
+
 def build_report(run_dir: Path, report: dict[str, Any]) -> Path:
     plot_training(run_dir)
     plot_evaluation(run_dir, report)
@@ -151,4 +176,7 @@ def print_report(console: Any, report: dict[str, Any], run_dir: Path) -> None:
 
     if (fairness := fairness_line(report)) is not None:
         console.print(fairness + f" (per user: attune explain {run_dir})", markup=False, highlight=False)
+    if "privacy" in report:
+        privacy = report["privacy"]
+        console.print(f"differential privacy per user: epsilon {_epsilon_text(privacy['epsilon'])}, delta {privacy['delta']:.3g}")
     console.print(f"training took {report['train_seconds']:.0f} s; run folder: [cyan]{run_dir}[/]")

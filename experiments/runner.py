@@ -19,7 +19,7 @@ from typing import Any
 
 from experiments import redact
 from experiments.checkpoints import _checkpoint_step, find_run_to_resume
-from experiments.config import ConfigError, ExperimentConfig
+from experiments.config import PRIVATE_REWARDS, ConfigError, ExperimentConfig
 from experiments.config_files import dump_config
 from experiments.preflight import check_prompt_supply, check_tracking
 from experiments.report import build_report, print_report
@@ -92,6 +92,7 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(f"users.groups: {exc}") from None
     check_prompt_supply(config, population, training_prompts=method.uses_prompts)
+    check_privacy(config, method, method_settings, population)
     terms = TermsRecorder()
     from experiments.fairness import training_rewards
 
@@ -225,6 +226,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             callbacks=[tracking_callback(tracker, terms), progress_callback(console), *([curve] if curve else []),
                        *(extra_callbacks or [])],
             after_init=[replace_default_progress],
+            privacy=config.privacy.dp if getattr(method, "check_privacy", None) is not None else None,
         )
         console.print(f"training with [bold]{config.method}[/] on {len(population.train_users)} training users")
         train_started = time.perf_counter()
@@ -244,6 +246,8 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         report: dict[str, Any] = {"run_dir": str(run_dir), "method": config.method, "train_seconds": train_seconds}
         if reward_summaries:
             report["rewards"] = reward_summaries
+        if config.privacy.dp is not None:
+            report["privacy"] = privacy_report(config, trained, reward_functions)
         if settings.enabled and before is not None:
             after = play(trained, settings.seed, "evaluating trained policy")
             score(trained, after, base=text_metrics.base_model(trained, lambda: load_policy(config.policy.model)[0]))
@@ -336,11 +340,60 @@ def build_rewards(config: ExperimentConfig, population: Any, terms: Any, run_dir
     from experiments.fairness import training_rewards
     from rewards import build_reward
 
+    private_training = None
+    if config.privacy.dp is not None:
+        from agents.privacy import private_trainer
+
+        private_training = private_trainer(config.privacy.dp)
     return [
         build_reward(s.name, s.params, population=population, report=terms, output_dir=run_dir / "rewards" / s.name,
-                     resolve_model=resolve_model, env_factory=env_factory)
+                     resolve_model=resolve_model, env_factory=env_factory, private_training=private_training)
         for s in training_rewards(config)  # fairness.maxmin swaps user_feedback for MaxMin
     ]
+
+
+def check_privacy(config: ExperimentConfig, method: Any, method_settings: Any, population: Any) -> None:
+    """``privacy.dp``: every private part of the run can plan its noise (users, users per step, steps, delta)."""
+    import inspect
+
+    from agents import TrainerSettingsError
+    from agents.privacy import PrivacySettingsError, plan
+    from rewards import get_reward
+
+    dp = config.privacy.dp
+    if dp is None:
+        return
+    check = getattr(method, "check_privacy", None)
+    if check is not None:
+        try:
+            check(dp, method_settings, config.trainer, population)
+        except TrainerSettingsError as exc:
+            raise ConfigError(str(exc)) from None
+    for i, spec in enumerate(config.rewards):
+        if spec.name in PRIVATE_REWARDS:
+            defaults = {k: p.default for k, p in inspect.signature(get_reward(spec.name).__init__).parameters.items()}
+            params = {**defaults, **spec.params}
+            try:
+                plan(dp, users=len(population.train_users), users_per_step=params["batch_size"], steps=params["steps"],
+                     where=f"rewards.{i}.params.batch_size")
+            except PrivacySettingsError as exc:
+                raise ConfigError(str(exc)) from None
+
+
+def privacy_report(config: ExperimentConfig, trained: Any, reward_functions: list[Any]) -> dict[str, Any]:
+    """eval.json's ``privacy`` section: each private part's accounting and the run's epsilon and delta (parts
+    trained on the same users compose sequentially: the sums)."""
+    from agents.privacy import ACCOUNTANT, combine
+
+    parts = {f.__name__: f.privacy for f in reward_functions if isinstance(getattr(f, "privacy", None), dict)}
+    if trained.privacy is not None:
+        parts["policy"] = trained.privacy
+    total = combine(parts, sequential=True) if len(parts) > 1 else {k: next(iter(parts.values())).get(k) for k in ("epsilon", "delta")}
+    out: dict[str, Any] = {"unit": "user", "accountant": ACCOUNTANT, **total, "parts": parts}
+    if trained.privacy is None:
+        out["not_private"] = (f"the policy's own training (method {config.method}) sees the users' data without "
+                              "differential privacy; only the parts listed are private")
+    return out
 
 
 def _population(config: ExperimentConfig) -> Any:

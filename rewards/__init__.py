@@ -127,7 +127,7 @@ def _settable(signature: inspect.Signature, skip_first: int) -> list[str]:
     for i, p in enumerate(signature.parameters.values()):
         if i < skip_first or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.default is p.empty:
             continue
-        if p.name not in ("report", "population", "output_dir", "resolve_model", "env_factory"):
+        if p.name not in ("report", "population", "output_dir", "resolve_model", "env_factory", "private_training"):
             names.append(p.name)
     return names
 
@@ -190,13 +190,15 @@ def build_reward(
     output_dir: Any = None,
     resolve_model: Callable[[str], Any] | None = None,
     env_factory: Callable[[], Any] | None = None,
+    private_training: Callable[..., Any] | None = None,
 ) -> RewardFunction:
     """A ready reward: ``name`` looked up, ``params`` bound, context injected where the signature asks.
 
     A plain function gets its parameters bound. A class (a reward model that needs building: a learned
     model, a judge, a mixture) is instantiated with them, and the instance is the reward. ``population``,
-    ``report``, ``output_dir`` and ``resolve_model`` (model name -> local folder) are given to those that
-    ask for them by name: rewards never import the policy code, the caller passes what they need.
+    ``report``, ``output_dir``, ``resolve_model`` (model name -> local folder) and ``private_training`` (DP-SGD
+    under ``privacy.dp``, for rewards trained on users' data) are given to those that ask for them by name:
+    rewards never import the policy code, the caller passes what they need.
     """
     check_reward_params(name, params)
     target = get_reward(name)
@@ -204,7 +206,7 @@ def build_reward(
     is_class = inspect.isclass(target)
     signature = inspect.signature(target.__init__ if is_class else target)
     context = {"population": population, "report": report, "output_dir": output_dir, "resolve_model": resolve_model,
-               "env_factory": env_factory}
+               "env_factory": env_factory, "private_training": private_training}
     for key, value in context.items():
         if key in signature.parameters and (value is not None or key == "population"):
             params[key] = value

@@ -10,6 +10,11 @@ With ``source="human"`` and ``db`` (the feedback database of ``attune serve``) i
 chose instead: each judgement that picked a reply is a pair (the request the person saw, the chosen and the
 rejected reply); a seeded fifth of the pairs (at least one, when there are two or more) is held out to measure
 its accuracy against their choices. ``pairs`` and ``held_out_pairs`` do not apply then.
+
+With ``privacy.dp`` the runner passes ``private_training`` (:func:`agents.privacy.private_trainer`; rewards never
+import agents): the model then trains LoRA adapters (r=8, all linear layers) and its score head by user-level
+DP-SGD over the training users (``batch_size`` is the expected users per step, ``steps`` the steps), instead of
+TRL's RewardTrainer; its privacy accounting is ``self.privacy``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ def preference_pairs(population: Any, users: Sequence[Any], n_pairs: int, seed: 
         request = [{"role": "user", "content": user.ask(task)}]
         expected = user.utility([chosen, rejected], [task, task])
         rows.append({
+            "user_id": profile.user_id,
             "chosen": request + [{"role": "assistant", "content": chosen}],
             "rejected": request + [{"role": "assistant", "content": rejected}],
             "truly_better": bool(expected[0] >= expected[1]),
@@ -80,11 +86,10 @@ class LearnedRewardModel:
         report: Callable[[str, dict[str, float]], None] | None = None,
         source: str = "users",
         db: str = "",
+        private_training: Callable[..., dict[str, Any]] | None = None,
     ) -> None:
         import torch
-        from datasets import Dataset
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from trl import RewardConfig, RewardTrainer
 
         if population is None or resolve_model is None:
             raise ValueError("learned_reward_model needs the users' population and resolve_model (the runner passes both)")
@@ -103,21 +108,16 @@ class LearnedRewardModel:
             held_out = preference_pairs(population, population.held_out_users, held_out_pairs,
                                         derive_seed(seed, "held-out-pairs"))
         folder = Path(output_dir) if output_dir is not None else None
-        args = RewardConfig(
-            output_dir=str(folder / "reward_model" if folder else Path.cwd() / ".attune-reward-model"),
-            max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-            logging_steps=max(1, steps // 10), save_strategy="no", report_to="none", seed=seed, max_length=256,
-            use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True,
-        )
-        trainer = RewardTrainer(
-            model=model, args=args, processing_class=self.tokenizer,
-            train_dataset=Dataset.from_list([{k: r[k] for k in ("chosen", "rejected")} for r in train_rows]),
-        )
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)  # the run logs what matters: the held-out accuracy below
-        trainer.train()
-        self.model = trainer.model.eval()
+        self.privacy: dict[str, Any] | None = None
+        if private_training is not None:
+            if source == "human":
+                raise ValueError("privacy.dp: the learned reward model trains privately on simulated users' choices "
+                                 "only; remove privacy.dp or use params.source: users")
+            self.model = self._train_privately(model, train_rows, population, private_training, steps=steps,
+                                               batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+        else:
+            self.model = self._train(model, train_rows, folder, steps=steps, batch_size=batch_size,
+                                     learning_rate=learning_rate, seed=seed)
         chosen = self.score_messages([r["chosen"] for r in held_out])
         rejected = self.score_messages([r["rejected"] for r in held_out])
         wins = chosen > rejected
@@ -131,7 +131,8 @@ class LearnedRewardModel:
             self.summary["heldout_accuracy_vs_true_preference"] = float(np.mean(wins == truly))
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "reward_model.json").write_text(json.dumps({"base_model": base_model, **self.summary}, indent=2))
+            extra = {"privacy": self.privacy} if self.privacy is not None else {}
+            (folder / "reward_model.json").write_text(json.dumps({"base_model": base_model, **self.summary, **extra}, indent=2))
         self.report = report
         self.__name__ = "learned_reward_model"
 
@@ -153,6 +154,52 @@ class LearnedRewardModel:
                 raise ValueError(f"params.db: {exc}") from None
         elif db:
             raise ValueError("params.db: a database is read only with source: human; add source: human or remove db")
+
+    def _train(self, model: Any, rows: list[dict[str, Any]], folder: Path | None, *, steps: int, batch_size: int,
+               learning_rate: float, seed: int) -> Any:
+        import torch
+        from datasets import Dataset
+        from trl import RewardConfig, RewardTrainer
+
+        args = RewardConfig(
+            output_dir=str(folder / "reward_model" if folder else Path.cwd() / ".attune-reward-model"),
+            max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+            logging_steps=max(1, steps // 10), save_strategy="no", report_to="none", seed=seed, max_length=256,
+            use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True,
+        )
+        trainer = RewardTrainer(
+            model=model, args=args, processing_class=self.tokenizer,
+            train_dataset=Dataset.from_list([{k: r[k] for k in ("chosen", "rejected")} for r in rows]),
+        )
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the run logs what matters: the held-out accuracy
+        trainer.train()
+        return trainer.model.eval()
+
+    def _train_privately(self, model: Any, rows: list[dict[str, Any]], population: Any, private_training: Callable[..., Any],
+                         *, steps: int, batch_size: int, learning_rate: float, seed: int) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        with torch_seeded(derive_seed(seed, "reward-lora")):
+            model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules="all-linear"))
+        self.privacy = private_training(
+            model, examples=rows, user_ids=[r["user_id"] for r in rows], loss_fn=self._pair_loss,
+            users=[u.user_id for u in population.train_users], users_per_step=batch_size, steps=steps,
+            learning_rate=learning_rate, seed=derive_seed(seed, "reward-dp"),
+            where="rewards.learned_reward_model.params.batch_size")
+        return model.eval()
+
+    def _pair_loss(self, model: Any, rows: list[dict[str, Any]]) -> tuple[Any, list[int]]:
+        """Bradley-Terry loss of each pair, -log sigmoid(score(chosen) - score(rejected)), as RewardTrainer's;
+        the chosen replies are the forward batch's first rows, the rejected ones the rest."""
+        import torch.nn.functional as F
+
+        texts = [self.tokenizer.apply_chat_template(r[side], tokenize=False) for side in ("chosen", "rejected") for r in rows]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=256)
+        scores = model(**encoded).logits[:, 0]
+        n = len(rows)
+        return -F.logsigmoid(scores[:n] - scores[n:]), list(range(n)) * 2
 
     def score_messages(self, conversations: Sequence[list[dict[str, str]]], batch_size: int = 32) -> np.ndarray:
         import torch
