@@ -17,6 +17,7 @@ your own: :func:`register_method` it in your module, and name it in the config a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,9 @@ class TrainingJob:
     callbacks: list[Any] = dataclasses.field(default_factory=list)
     after_init: list[Any] = dataclasses.field(default_factory=list)
     """Functions called with the TRL trainer once it is built (e.g. to swap its progress bar)."""
+    local_ray: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    """A context manager that keeps Ray running inside it (the runner's: local and offline, or the cluster
+    ``RAY_ADDRESS`` names), for methods that run on Ray (federated)."""
 
 
 @dataclasses.dataclass
@@ -93,6 +97,14 @@ class TrainedPolicy:
     """False where the weights are the base model's, unchanged (prompting): nothing to save twice."""
     choose_reply: Any = None
     candidates: int = 1
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Sections the method adds to ``eval.json`` (e.g. ``federated``: rounds, clients, per-round loss)."""
+    also_evaluate: dict[str, "TrainedPolicy"] = dataclasses.field(default_factory=dict)
+    """Further policies the method made (e.g. ``personalized``), each scored on the same held-out conversations
+    as this one; their mean utility and paired differences go to ``eval.json``'s ``report_section``."""
+    report_section: str = "also_evaluated"
+    label: str = "trained"
+    """What the ``report_section`` calls this policy beside the ``also_evaluate`` ones (e.g. ``global``)."""
 
     def replies(self, generate: Callable[[list[list[dict[str, str]]]], list[str]], user_ids: list[str],
                 conversations: list[list[dict[str, str]]]) -> list[str]:

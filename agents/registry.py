@@ -149,6 +149,7 @@ METHODS: dict[str, Method | str] = {
     "dpo": "agents.dpo:METHOD",
     "online_dpo": "agents.online_dpo:METHOD",
     "sft": "agents.sft:METHOD",
+    "federated": "agents.federated:METHOD",
     "bc": "agents.bc:METHOD",
     "prompting": "agents.prompting:METHOD",
     "kshot": "agents.kshot:METHOD",
