@@ -111,6 +111,21 @@ def check_settings(settings: dict[str, Any], output_dir: Any, seed: int) -> None
                                    "clients' local trainers)")
 
 
+def check_population(options: Settings, population: Any) -> None:
+    """Enough clients for ``clients_per_round``: the training users (client: user) or their groups."""
+    users = population.train_users
+    clients = len(users) if options.client == "user" else len({u.group for u in users})
+    per_round = options.clients_per_round or clients
+    if per_round > clients:
+        raise TrainerSettingsError(
+            f"method_settings.clients_per_round: {per_round} is more than the {clients} clients (client: "
+            f"{options.client}, {len(users)} training users); lower it, or raise users.n_users")
+    if options.secure_aggregation and per_round < 2:
+        raise TrainerSettingsError(
+            f"method_settings.secure_aggregation: needs two or more clients a round, and client: {options.client} "
+            f"gives {clients}; use client: user")
+
+
 # ------------------------------------------------------------------------------------------------ aggregation
 
 
@@ -232,7 +247,7 @@ def train_client(model: Any, tokenizer: Any, global_state: Mapping[str, Any], ro
         trainer_class, config_class, defaults = SFTTrainer, SFTConfig, DEFAULT_SETTINGS
     if plan.proximal_mu > 0:
         trainer_class = _proximal(trainer_class, plan.proximal_mu, {k: v.clone() for k, v in global_state.items()})
-    settings = {**plan.trainer_settings, "max_steps": plan.steps, "disable_tqdm": True}
+    settings = {**plan.trainer_settings, "max_steps": plan.steps}
     args = build_trl_config(config_class, defaults, settings, plan.output_dir, plan.seed)
     trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
@@ -394,6 +409,7 @@ METHOD = MethodSpec(
                 "its choices), FedAvg/FedProx rounds on Ray tasks, optional secure aggregation; global and "
                 "personalized adapters evaluated",
     train=train, check_trainer=check_settings, settings=Settings, trainer_defaults=DEFAULT_SETTINGS,
+    check_population=check_population,
     multi_turn=True,  # trains on the users' texts or single replies; the adapters then serve conversations
     resumable=False,  # many short trainers, one per client and round
     uses_prompts=True,  # local_method: dpo draws job.prompts opening requests of the training users

@@ -133,6 +133,9 @@ class MethodSpec:
     trainer_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     check_trainer: Callable[[dict[str, Any], Path, int], None] | None = None
     """Validates ``trainer:`` (usually by building the TRL config); without one, ``trainer:`` must be empty."""
+    check_population: Callable[[Any, Any], None] | None = None
+    """Optional ``check_population(settings, population)``: raise :class:`TrainerSettingsError` for settings the
+    users cannot serve (e.g. more clients a round than there are users), before the run starts."""
 
     def check_trainer_settings(self, settings: dict[str, Any], output_dir: Path, seed: int) -> None:
         if self.check_trainer is not None:

@@ -87,6 +87,12 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(f"users.groups: {exc}") from None
     check_prompt_supply(config, population, training_prompts=method.uses_prompts)
+    check_users = getattr(method, "check_population", None)  # optional: what a method needs of the users
+    if check_users is not None:
+        try:
+            check_users(method_settings, population)
+        except TrainerSettingsError as exc:
+            raise ConfigError(str(exc)) from None
     terms = TermsRecorder()
     for i, spec in enumerate(config.rewards):
         try:
