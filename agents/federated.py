@@ -183,6 +183,19 @@ def secure_sum(masked_updates: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {name: sum(u[name] for u in masked_updates) for name in masked_updates[0]}
 
 
+def aggregate(global_state: Mapping[str, Any], results: Sequence["ClientResult"]) -> dict[str, Any]:
+    """The server's new global adapter: FedAvg of the clients' adapters, or, from masked updates, the global
+    adapter plus the sum of the masked example-weighted updates over the examples (the same mean)."""
+    examples = [res.examples for res in results]
+    if not any(res.masked for res in results):
+        return fedavg([res.update for res in results], examples)
+    if not all(res.masked for res in results):
+        raise ValueError("a round mixes masked and plain updates")
+    total = secure_sum([res.update for res in results])
+    return {name: (global_state[name].double() + total[name] / sum(examples)).to(global_state[name].dtype)
+            for name in global_state}
+
+
 # ------------------------------------------------------------------------------------------------ a client
 
 
@@ -355,12 +368,7 @@ def train(job: TrainingJob) -> TrainedPolicy:
             results: list[ClientResult] = ray.get(
                 [task.remote(model_ref, tokenizer_ref, state_ref, clients[p.name], p) for p in plans])
             examples = [res.examples for res in results]
-            if options.secure_aggregation:
-                total = secure_sum([res.update for res in results])
-                new_state = {name: (global_state[name].double() + total[name] / sum(examples)).to(global_state[name].dtype)
-                             for name in global_state}
-            else:
-                new_state = fedavg([res.update for res in results], examples)
+            new_state = aggregate(global_state, results)
             change = math.sqrt(sum(float(((new_state[n] - global_state[n]).double() ** 2).sum()) for n in new_state))
             global_state = new_state
             entry = {"round": r + 1, "clients": [res.name for res in results], "examples": int(sum(examples)),

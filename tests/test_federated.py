@@ -19,6 +19,8 @@ from agents import TrainerSettingsError, method_options
 from agents.federated import (
     MASK_SCALE,
     ClientPlan,
+    ClientResult,
+    aggregate,
     fedavg,
     lora_state,
     masked_update,
@@ -63,6 +65,19 @@ def test_secure_aggregation_the_server_sum_equals_the_plain_sum_and_hides_each_u
                               masked[0]["a.lora_A.default.weight"])
     partial = secure_sum(masked[:3])
     assert not torch.allclose(partial["a.lora_A.default.weight"], sum(u["a.lora_A.default.weight"] for u in updates[:3]))
+
+
+def test_the_server_aggregating_masked_updates_gets_the_fedavg_adapter():
+    global_state = _states(2, 1)[0]
+    clients, examples, members = _states(3, 3), [3, 5, 2], (1, 4, 6)
+    masked = [ClientResult(f"c{k}", n, 0.0, masked_update(
+        {name: n * (state[name].double() - global_state[name].double()) for name in state}, k, members, 5), masked=True)
+        for state, n, k in zip(clients, examples, members)]
+    plain = [ClientResult(f"c{k}", n, 0.0, state) for state, n, k in zip(clients, examples, members)]
+    secure, fedavg_state = aggregate(global_state, masked), aggregate(global_state, plain)
+    for name in global_state:
+        assert torch.allclose(secure[name], fedavg_state[name], rtol=0, atol=1e-5), name
+    assert all(torch.equal(fedavg_state[k], fedavg(clients, examples)[k]) for k in global_state)
 
 
 @pytest.fixture(scope="module")
@@ -195,4 +210,18 @@ def test_federated_run_through_the_cli_on_ray(attune_cli, tmp_path):
     table = json.loads((parent / "comparison.json").read_text())
     assert [row["variant"] for row in table] == ["fed", "fed/personalized"]
     assert table[1]["mean"] == pytest.approx(np.mean(scores))
-    assert "federated" in (run / "report.md").read_text()
+    markdown = (run / "report.md").read_text()
+    assert "## Federated" in markdown and "| personalized | " in markdown and "| global | " in markdown
+
+
+def test_the_shipped_federated_config_compares_centralized_and_federated_at_equal_example_passes():
+    config = load_config(REPO / "experiments" / "configs" / "federated.yaml", ["policy.model=tiny-random"])
+    variants = dict(config.variant_configs())
+    assert [(name, v.method) for name, v in variants.items()] == [("centralized", "sft"), ("federated", "federated")]
+    checked = {name: prepare(v) for name, v in variants.items()}  # every setting passes the door
+    centralized, federated = variants["centralized"], checked["federated"]["method_settings"]
+    assert checked["centralized"]["method_settings"].data == "writing_samples"
+    assert (federated.client, federated.local_method) == ("user", "sft")
+    pairs_per_user = 3
+    assert (centralized.trainer["max_steps"] * centralized.trainer["per_device_train_batch_size"]
+            == federated.rounds * federated.clients_per_round * federated.local_steps * pairs_per_user)
