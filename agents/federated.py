@@ -56,6 +56,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {k: v for k, v in sft_method.DEFAULT_SETTINGS
 """The clients' TRL defaults with ``local_method: sft`` (agents.sft's, less max_steps: local_steps sets it)."""
 DPO_DEFAULTS: dict[str, Any] = {k: v for k, v in dpo_method.DEFAULT_SETTINGS.items() if k != "max_steps"}
 
+DEFAULT_CLIENTS_PER_ROUND = 8
 MASK_SCALE = 1.0e3
 """Standard deviation of the additive masks: far above any update, so a masked update says nothing of its own."""
 
@@ -64,7 +65,8 @@ class Settings(MethodSettings):
     rounds: int = Field(3, ge=1, description="federated rounds: the server sends the global adapter, clients train, "
                         "the server aggregates")
     clients_per_round: int | None = Field(
-        None, ge=1, description="clients sampled (without replacement) each round; null: every client every round")
+        None, ge=1, description="clients sampled (without replacement) each round; null: 8, or every client where "
+        "there are fewer")
     client: Literal["user", "group"] = Field("user", description="who a client is: one training user, or one "
                                              "preference group of training users")
     local_method: Literal["sft", "dpo"] = Field(
@@ -115,7 +117,7 @@ def check_population(options: Settings, population: Any) -> None:
     """Enough clients for ``clients_per_round``: the training users (client: user) or their groups."""
     users = population.train_users
     clients = len(users) if options.client == "user" else len({u.group for u in users})
-    per_round = options.clients_per_round or clients
+    per_round = options.clients_per_round or min(DEFAULT_CLIENTS_PER_ROUND, clients)
     if per_round > clients:
         raise TrainerSettingsError(
             f"method_settings.clients_per_round: {per_round} is more than the {clients} clients (client: "
@@ -332,7 +334,7 @@ def train(job: TrainingJob) -> TrainedPolicy:
     options = Settings.of(job.method_settings)
     clients = client_data(job, options)  # dpo: sampled from the initial global policy, before any adapter
     names = list(clients)
-    per_round = options.clients_per_round or len(names)
+    per_round = options.clients_per_round or min(DEFAULT_CLIENTS_PER_ROUND, len(names))
     if per_round > len(names):
         raise TrainerSettingsError(
             f"method_settings.clients_per_round: {per_round} is more than the {len(names)} clients with data "
