@@ -17,6 +17,7 @@ your own: :func:`register_method` it in your module, and name it in the config a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,9 @@ class TrainingJob:
     privacy: Any = None
     """The config's ``privacy.dp`` (epsilon or noise_multiplier, max_grad_norm, delta) or None: a method that
     supports it (``MethodSpec.check_privacy``) then trains by user-level DP-SGD (:mod:`agents.privacy`)."""
+    local_ray: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    """A context manager that keeps Ray running inside it (the runner's: local and offline, or the cluster
+    ``RAY_ADDRESS`` names), for methods that run on Ray (federated)."""
 
 
 @dataclasses.dataclass
@@ -102,6 +106,14 @@ class TrainedPolicy:
     privacy: dict[str, Any] | None = None
     """With ``privacy.dp``: the privacy accounting of the training (:meth:`agents.privacy.PrivacyPlan.as_dict`, or
     several of them combined), for eval.json, report.md and W&B."""
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Sections the method adds to ``eval.json`` (e.g. ``federated``: rounds, clients, per-round loss)."""
+    also_evaluate: dict[str, "TrainedPolicy"] = dataclasses.field(default_factory=dict)
+    """Further policies the method made (e.g. ``personalized``), each scored on the same held-out conversations
+    as this one; their mean utility and paired differences go to ``eval.json``'s ``report_section``."""
+    report_section: str = "also_evaluated"
+    label: str = "trained"
+    """What the ``report_section`` calls this policy beside the ``also_evaluate`` ones (e.g. ``global``)."""
 
     def replies(self, generate: Callable[[list[list[dict[str, str]]]], list[str]], user_ids: list[str],
                 conversations: list[list[dict[str, str]]]) -> list[str]:

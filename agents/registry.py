@@ -139,6 +139,9 @@ class MethodSpec:
     """``check_privacy(dp, method_settings, trainer_settings, population)``: the method trains with differential
     privacy when ``privacy.dp`` is set (``TrainingJob.privacy``), and this raises :class:`TrainerSettingsError` for
     settings it cannot train privately with. None: the method does not support ``privacy.dp``."""
+    check_population: Callable[[Any, Any], None] | None = None
+    """Optional ``check_population(settings, population)``: raise :class:`TrainerSettingsError` for settings the
+    users cannot serve (e.g. more clients a round than there are users), before the run starts."""
 
     def check_trainer_settings(self, settings: dict[str, Any], output_dir: Path, seed: int) -> None:
         if self.check_trainer is not None:
@@ -155,6 +158,7 @@ METHODS: dict[str, Method | str] = {
     "dpo": "agents.dpo:METHOD",
     "online_dpo": "agents.online_dpo:METHOD",
     "sft": "agents.sft:METHOD",
+    "federated": "agents.federated:METHOD",
     "bc": "agents.bc:METHOD",
     "prompting": "agents.prompting:METHOD",
     "kshot": "agents.kshot:METHOD",

@@ -339,3 +339,27 @@ def compare(
 
 def episode_records(results: list[EpisodeResult]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(r) | {"score": r.score} for r in results]
+
+
+def also_evaluated(before: list[EpisodeResult], after: list[EpisodeResult], others: dict[str, list[EpisodeResult]],
+                   label: str, population: Any, seed: int, noise: float) -> dict[str, Any]:
+    """The further policies a method had scored (e.g. federated's personalized adapters) beside the trained one
+    (called ``label``, e.g. ``global``), all on the same conversations.
+
+    ``utility``: each policy's mean utility with its 95 % Student-t interval, the base policy's too;
+    ``policies.<name>``: the policy's full summary (``after``), its comparison with the base policy
+    (``comparison``) and its paired difference from the trained policy (``vs_<label>``, paired t interval).
+    """
+    def headline(results: list[EpisodeResult]) -> dict[str, Any]:
+        estimate = stats.mean_interval([r.score for r in results])
+        return {"mean_utility": estimate.value, **_mean_fields(estimate)}
+
+    utility = {"base": headline(before), label: headline(after), **{name: headline(r) for name, r in others.items()}}
+    policies = {}
+    for name, results in others.items():
+        if len(results) != len(after):
+            raise ValueError(f"{name}: must score the same episodes as the trained policy")
+        difference = stats.paired_difference_interval([r.score for r in results], [a.score for a in after])
+        policies[name] = {"after": summarize(results), "comparison": compare(before, results, population, seed, noise),
+                          f"vs_{label}": {"difference": difference.value, **_mean_fields(difference)}}
+    return {"utility": utility, "policies": policies}

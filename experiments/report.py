@@ -103,6 +103,9 @@ def write_report(run_dir: Path, report: dict[str, Any], config_text: str) -> Pat
             lines += [f"### {terms.title}", "", terms.to_markdown(title=False)]
     if "privacy" in report:
         lines += privacy_lines(report["privacy"])
+    for section, values in report.items():
+        if isinstance(values, dict) and "utility" in values and "policies" in values:
+            lines += also_evaluated_table(section, values, report.get("comparison"))
     for name, title in (("training_reward.png", "Training"), ("eval_by_group.png", "Evaluation")):
         if (run_dir / "plots" / name).is_file():
             lines += [f"## {title}", "", f"![{title}](plots/{name})", ""]
@@ -154,6 +157,33 @@ def privacy_lines(privacy: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def also_evaluated_table(section: str, values: dict[str, Any], comparison: dict[str, Any] | None = None) -> list[str]:
+    """Markdown lines: every policy the method had scored (e.g. federated's global and personalized adapters) on
+    the same held-out conversations, with intervals and paired differences."""
+    utility, policies = values["utility"], values["policies"]
+    trained = next(name for name in utility if name != "base" and name not in policies)
+    lines = [f"## {section.replace('_', ' ').capitalize()}", ""]
+    if "per_round" in values:
+        losses = ", ".join(f"{loss:.4f}" for loss in values.get("round_loss", []))
+        lines += [f"{values.get('rounds')} rounds of {values.get('clients_per_round')} of {values.get('clients')} clients "
+                  f"({values.get('client')}s, {values.get('local_method')}, {values.get('aggregation')}"
+                  f"{', secure aggregation' if values.get('secure_aggregation') else ''}); mean client loss per "
+                  f"round: {losses}", ""]
+    lines += [f"| policy | mean utility [95% CI] | n | vs base (paired) | vs {trained} (paired) |",
+              "|---|---|---|---|---|"]
+    for name, u in utility.items():
+        cells = [name, f"{u['mean_utility']:+.3f} [{u['ci_low']:+.3f}, {u['ci_high']:+.3f}]", str(u["n"]), "", ""]
+        if name == trained and comparison:
+            c = comparison
+            cells[3] = f"{c['improvement']:+.3f} [{c['improvement_ci_low']:+.3f}, {c['improvement_ci_high']:+.3f}]"
+        if name in policies:
+            c, d = policies[name]["comparison"], policies[name][f"vs_{trained}"]
+            cells[3] = f"{c['improvement']:+.3f} [{c['improvement_ci_low']:+.3f}, {c['improvement_ci_high']:+.3f}]"
+            cells[4] = f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def build_report(run_dir: Path, report: dict[str, Any]) -> Path:
     plot_training(run_dir)
     plot_evaluation(run_dir, report)
@@ -179,4 +209,8 @@ def print_report(console: Any, report: dict[str, Any], run_dir: Path) -> None:
     if "privacy" in report:
         privacy = report["privacy"]
         console.print(f"differential privacy per user: epsilon {_epsilon_text(privacy['epsilon'])}, delta {privacy['delta']:.3g}")
+    for section, values in report.items():
+        if isinstance(values, dict) and "utility" in values and "policies" in values:
+            console.print(f"{section} (mean utility, same conversations): " + ", ".join(
+                f"{name} {u['mean_utility']:+.3f}" for name, u in values["utility"].items()))
     console.print(f"training took {report['train_seconds']:.0f} s; run folder: [cyan]{run_dir}[/]")

@@ -11,9 +11,11 @@ Variants, tables, caching and metrics live elsewhere (:mod:`experiments.comparis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,12 @@ def prepare(config: ExperimentConfig) -> dict[str, Any]:
         raise ConfigError(f"users.groups: {exc}") from None
     check_prompt_supply(config, population, training_prompts=method.uses_prompts)
     check_privacy(config, method, method_settings, population)
+    check_users = getattr(method, "check_population", None)  # optional: what a method needs of the users
+    if check_users is not None:
+        try:
+            check_users(method_settings, population)
+        except TrainerSettingsError as exc:
+            raise ConfigError(str(exc)) from None
     terms = TermsRecorder()
     from experiments.fairness import training_rewards
 
@@ -227,6 +235,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
                        *(extra_callbacks or [])],
             after_init=[replace_default_progress],
             privacy=config.privacy.dp if getattr(method, "check_privacy", None) is not None else None,
+            local_ray=_method_ray,
         )
         console.print(f"training with [bold]{config.method}[/] on {len(population.train_users)} training users")
         train_started = time.perf_counter()
@@ -248,6 +257,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             report["rewards"] = reward_summaries
         if config.privacy.dp is not None:
             report["privacy"] = privacy_report(config, trained, reward_functions)
+        report.update(trained.report)
         if settings.enabled and before is not None:
             after = play(trained, settings.seed, "evaluating trained policy")
             score(trained, after, base=text_metrics.base_model(trained, lambda: load_policy(config.policy.model)[0]))
@@ -256,6 +266,15 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             report["before"] = evaluate.summarize(before)
             report["after"] = evaluate.summarize(after)
             report["comparison"] = evaluate.compare(before, after, population, settings.seed, config.env.noise)
+            also_played = {}
+            for name, other in trained.also_evaluate.items():
+                also_played[name] = play(other, settings.seed, f"evaluating {name} policy")
+                score(other, also_played[name], base=text_metrics.base_model(other, lambda: load_policy(config.policy.model)[0]))
+            if also_played:
+                report[trained.report_section] = {
+                    **report.get(trained.report_section, {}),
+                    **evaluate.also_evaluated(before, after, also_played, trained.label, population, settings.seed,
+                                              config.env.noise)}
             if curve is not None:
                 k = len(curve_rows)
                 report["curve"] = {"prompts": k, "points": [
@@ -269,7 +288,8 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
                 report["base_seed_to_seed"] = {"means": seed_means, "std": float(np.std(seed_means, ddof=1))}
             tracker.log({"mean_utility": report["after"]["mean_utility"]}, step=tracker.last_step, phase="eval")
             tracker.write_json("episodes.json", {
-                "before": evaluate.episode_records(before), "after": evaluate.episode_records(after)
+                "before": evaluate.episode_records(before), "after": evaluate.episode_records(after),
+                **{f"after_{name}": evaluate.episode_records(played) for name, played in also_played.items()},
             })
         report["total_seconds"] = time.perf_counter() - started
         tracker.write_json("eval.json", report)
@@ -328,10 +348,47 @@ def run_variants(config: ExperimentConfig, console: Any = None) -> RunResult:
                 row["after_scores"] = [e["score"] for e in episodes["after"]]
                 row["base_scores"] = base.get("seed_scores") or [[e["score"] for e in base["episodes"]]]
             rows.append(row)
+            rows.extend(_also_evaluated_rows(row, result))
             results.append(result)
     comparison = write_comparison(parent, rows, config.tracking)
     print_comparison(console, comparison, parent)
     return RunResult(parent, {"variants": rows}, variants=results)
+
+
+def _also_evaluated_rows(row: dict[str, Any], result: RunResult) -> list[dict[str, Any]]:
+    """Comparison rows for the further policies a method had scored (``<variant>/<name>``, e.g. federated's
+    personalized adapters), beside the variant's own row, on the same conversations."""
+    if "after_scores" not in row:
+        return []
+    episodes = json.loads((result.run_dir / "episodes.json").read_text())
+    extra = []
+    for key, records in episodes.items():
+        if not key.startswith("after_"):
+            continue
+        name = key.removeprefix("after_")
+        section = next(v for v in result.eval.values() if isinstance(v, dict) and name in v.get("policies", {}))
+        extra.append({**row, "variant": f"{row['variant']}/{name}", "after": section["policies"][name]["after"],
+                      "comparison": section["policies"][name]["comparison"],
+                      "after_scores": [e["score"] for e in records]})
+    return extra
+
+
+@contextlib.contextmanager
+def _method_ray() -> Iterator[None]:
+    """The Ray a method runs on: the cluster ``RAY_ADDRESS`` names, or a local one started the offline way;
+    shut down after if this started it (a running Ray is used as it is)."""
+    import ray
+
+    from experiments import offline
+    from experiments.ray_cluster import start_ray
+
+    environment = {**offline.offline_environment(), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    started = start_ray(os.environ.get("RAY_ADDRESS"), environment)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()  # never `ray stop`: it would end every Ray process on the machine
 
 
 def build_rewards(config: ExperimentConfig, population: Any, terms: Any, run_dir: Path, env_factory: Any = None) -> list[Any]:

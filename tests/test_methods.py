@@ -13,8 +13,9 @@ from agents.policy import resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "experiments" / "configs" / "tiny.yaml")
-# the baselines: test_baselines.py; bc trains on the elicitation env's scripted conversations: tests/test_bc.py
-METHODS = [method.name for method in agents.methods() if method.kind == "llm" and method.name != "bc"]
+# the baselines: test_baselines.py; bc trains on the elicitation env's scripted conversations: tests/test_bc.py;
+# federated starts Ray for its clients: tests/test_federated.py runs it through the CLI
+METHODS = [method.name for method in agents.methods() if method.kind == "llm" and method.name not in ("bc", "federated")]
 SMALL_TRAINER = {
     "grpo": "{max_steps: 2, per_device_train_batch_size: 4, num_generations: 2, max_completion_length: 8}",
     "rloo": "{max_steps: 2, per_device_train_batch_size: 4, num_generations: 2, max_completion_length: 8}",
