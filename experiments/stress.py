@@ -25,11 +25,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from experiments import evaluate, stats
 from experiments.config import ConfigError, ExperimentConfig
-from experiments.tables import Column, Table, mean_column
+
+if TYPE_CHECKING:  # imported where used: the CLI imports this module for RunFolderError on every error
+    from experiments import stats
+    from experiments.evaluate import EpisodeResult
+    from experiments.tables import Table
 
 CLEAN = "clean"
 POLICIES = ("base", "trained")
@@ -83,10 +86,13 @@ def check_run(run_dir: Path) -> tuple[ExperimentConfig, Path]:
     if (final / "adapters.json").is_file():
         raise RunFolderError(f"{run_dir}: its policy is one LoRA adapter per user or group (method "
                              f"{config.method!r}); the stress suite evaluates one trained model or adapter")
+    if not final.is_dir():
+        raise RunFolderError(f"{run_dir} has no trained model ({final} is missing); evaluate a finished run that "
+                             "saved one (every grpo, dpo, ppo, ... run does), or run it again")
     if not ((final / "config.json").is_file() or (final / "adapter_config.json").is_file()):
-        what = "is missing" if not final.is_dir() else "holds no model or LoRA adapter"
-        raise RunFolderError(f"{run_dir} has no trained model ({final} {what}; method {config.method!r} "
-                             "keeps none): evaluate a run of a method that trains the weights (grpo, dpo, ppo, ...)")
+        raise RunFolderError(f"{run_dir} has no trained model: method {config.method!r} keeps the base weights "
+                             f"({final} holds no model or LoRA adapter); evaluate a run of a method that trains "
+                             "them (grpo, dpo, ppo, ...)")
     return config, final
 
 
@@ -108,9 +114,11 @@ def _estimate(estimate: stats.Estimate) -> dict[str, Any]:
     return {"value": estimate.value, "ci95": estimate.half_width, **estimate.as_dict(), "n": estimate.n}
 
 
-def summarize(results: dict[str, dict[str, list[evaluate.EpisodeResult]]]) -> dict[str, Any]:
+def summarize(results: dict[str, dict[str, list[EpisodeResult]]]) -> dict[str, Any]:
     """Per condition (``clean`` first) and policy: mean utility; under a perturbation its drop (clean minus
     perturbed, paired by conversation); trained minus base; the trained drop minus the base drop."""
+    from experiments import stats
+
     clean = {policy: [r.score for r in results[CLEAN][policy]] for policy in POLICIES}
     summary: dict[str, Any] = {}
     for condition, by_policy in results.items():
@@ -147,6 +155,8 @@ def _row(condition: str, entry: dict[str, Any]) -> dict[str, Any]:
 
 def stress_table(report: dict[str, Any]) -> Table:
     """The suite's one table: a row per condition, the two policies side by side."""
+    from experiments.tables import Column, Table, mean_column
+
     columns = [
         Column("perturbation", align="left"),
         mean_column("base", "base utility"),
@@ -207,20 +217,14 @@ def run_stress(run_dir: Path, *, prompts: int | None = None, perturbations: list
     its own evaluation); ``seed``: the perturbations' seed; ``output``: a folder for the files instead of the
     run folder (the run folder is then left untouched).
     """
-    import torch
-    from rich.console import Console
-
-    from agents.policy import load_policy
-    from agents.rollouts import make_env
     from envs.perturbations import PERTURBATIONS, PerturbedRequests
+    from experiments import evaluate
     from experiments.preflight import check_runs_dir, distinct_openings
-    from experiments.runner import _population, _quiet_libraries
 
-    console = console or Console()
     run_dir = Path(run_dir)
     names = list(PERTURBATIONS) if perturbations is None else perturbations
     check_options(prompts, seed)
-    config, final = check_run(run_dir)
+    config, final = check_run(run_dir)  # before anything slow
     out_dir = Path(output) if output is not None else run_dir
     if output is not None:
         try:
@@ -229,12 +233,22 @@ def run_stress(run_dir: Path, *, prompts: int | None = None, perturbations: list
             raise ConfigError(str(exc).replace("tracking.runs_dir", "--output", 1)) from None
     settings = config.evaluation
     n = settings.prompts if prompts is None else prompts
+    from experiments.runner import _population
+
     population = _population(config)
     available = distinct_openings(population, population.held_out_users, n)
     if n > available:
         raise ConfigError(f"--prompts: {n} asked for, but the run's {len(population.held_out_users)} held-out users "
                           f"give only {available} distinct conversations; use --prompts {available} or fewer")
 
+    import torch
+    from rich.console import Console
+
+    from agents.policy import load_policy
+    from agents.rollouts import make_env
+    from experiments.runner import _quiet_libraries
+
+    console = console or Console()
     started = time.perf_counter()
     _quiet_libraries()
     torch.set_num_threads(config.threads)
@@ -251,7 +265,7 @@ def run_stress(run_dir: Path, *, prompts: int | None = None, perturbations: list
             return lambda: make_env(config.env.id, **env_kwargs)
         return lambda: PerturbedRequests(make_env(config.env.id, **env_kwargs), condition, seed=seed)
 
-    results: dict[str, dict[str, list[evaluate.EpisodeResult]]] = {}
+    results: dict[str, dict[str, list[EpisodeResult]]] = {}
     for condition in [CLEAN, *names]:
         results[condition] = {
             policy: evaluate.run_episodes(
