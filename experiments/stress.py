@@ -220,21 +220,21 @@ def run_stress(run_dir: Path, *, prompts: int | None = None, perturbations: list
     from envs.perturbations import PERTURBATIONS, PerturbedRequests
     from experiments import evaluate
     from experiments.preflight import check_runs_dir, distinct_openings
+    from experiments.runner import _population
 
     run_dir = Path(run_dir)
     names = list(PERTURBATIONS) if perturbations is None else perturbations
     check_options(prompts, seed)
     config, final = check_run(run_dir)  # before anything slow
     out_dir = Path(output) if output is not None else run_dir
-    if output is not None:
-        try:
-            check_runs_dir(out_dir)
-        except ConfigError as exc:
+    try:
+        check_runs_dir(out_dir)
+    except ConfigError as exc:
+        if output is not None:
             raise ConfigError(str(exc).replace("tracking.runs_dir", "--output", 1)) from None
+        raise RunFolderError(f"{run_dir} is not writable: write the results elsewhere with --output DIR") from None
     settings = config.evaluation
     n = settings.prompts if prompts is None else prompts
-    from experiments.runner import _population
-
     population = _population(config)
     available = distinct_openings(population, population.held_out_users, n)
     if n > available:
