@@ -254,3 +254,11 @@ def test_the_report_section_goes_before_the_config_and_a_rerun_replaces_it(tmp_p
     assert text.count("## Robustness (attune evaluate --stress)") == 1 and "first table" not in text
     assert text.index("## Example replies") < text.index("second table") < text.index("## Config")
     assert text.endswith("## Config\n\n```yaml\nseed: 0\n```\n")
+
+
+def test_the_module_example_runs():
+    import doctest
+
+    import envs.perturbations
+
+    assert doctest.testmod(envs.perturbations, raise_on_error=False).failed == 0
