@@ -356,6 +356,40 @@ def explain_command(
     _guarded_call(lambda: print_explanation(run, user, Console()), debug or bool(ctx.meta.get("attune.debug")))
 
 
+EVALUATE_HELP = """Evaluate a finished run's trained policy and its base policy again, on the run's held-out users.
+
+--stress runs the robustness suite: both policies answer the same held-out conversations clean and with each
+request perturbed (typos and casing noise, a paraphrase, a prompt injection, a cue contradicting the user's
+strongest preference); the users score every reply against their original request and hidden preferences.
+Reports per perturbation each policy's mean utility, its drop from clean (paired by conversation), and trained
+minus base, with 95% Student-t intervals and n. Writes stress.json, stress.md and stress_episodes.json into the
+run folder (or --output) and adds the table to the run's report.md, e.g.
+
+  attune evaluate runs/quickstart__WritingAssistant-v1__s0__20261129-044343 --stress
+"""
+
+
+@app.command("evaluate", help=EVALUATE_HELP)
+def evaluate_command(
+    ctx: typer.Context,
+    run: Path = typer.Argument(..., help="a finished run folder, e.g. runs/quickstart__WritingAssistant-v1__s0__..."),
+    stress: bool = typer.Option(False, "--stress", help="run the robustness suite (perturbed requests)"),
+    prompts: Optional[int] = typer.Option(None, "--prompts",
+                                          help="held-out conversations (default: the run's evaluation.prompts)"),
+    perturbations: Optional[str] = typer.Option(None, "--perturbations",
+                                                help="a comma-separated subset of typos,paraphrase,injection,"
+                                                     "contradiction (default: all)"),
+    seed: int = typer.Option(0, "--seed", help="the perturbations' seed (the sampling seed is the run's)"),
+    output: Optional[Path] = typer.Option(None, "--output",
+                                          help="write the files into this folder and leave the run folder untouched"),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    from experiments.stress import main as evaluate_main
+
+    _guarded_call(lambda: evaluate_main(run, stress=stress, prompts=prompts, perturbations=perturbations, seed=seed,
+                                        output=output), debug or bool(ctx.meta.get("attune.debug")))
+
+
 def _one_line(exc: BaseException, limit: int = 600) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -367,11 +401,13 @@ def _user_error_kind(exc: Exception) -> str | None:
         from agents.policy import ModelNotAvailableError
         from experiments.config import ConfigError
         from experiments.explain import ExplainError
+        from experiments.stress import RunFolderError
         from rewards import RewardContractError
     except Exception:  # a broken install: reported as an unexpected error
         return None
-    kinds = {ConfigError: "config error", ModelNotAvailableError: "model not available", RewardContractError: "reward error"}
-    kinds[ExplainError] = "cannot explain"
+    # RunFolderError first: it is a ConfigError, labelled more precisely.
+    kinds = {RunFolderError: "run error", ConfigError: "config error", ModelNotAvailableError: "model not available",
+             RewardContractError: "reward error", ExplainError: "cannot explain"}
     return next((label for cls, label in kinds.items() if isinstance(exc, cls)), None)
 
 
