@@ -38,8 +38,11 @@ model: $(STAMP)
 demo: model
 	$(VENV)/bin/attune run experiments/configs/quickstart.yaml threads=$(THREADS)
 
+# The suite in TEST_JOBS processes (pytest-xdist), whole test files per process: most tests are one torch thread
+# of CPU work, so two processes use both cores of a small machine. TEST_JOBS=0 runs it in this process.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
