@@ -44,16 +44,18 @@ on the scale of a simulated user's."""
 PRIOR_SD = 0.5
 """Standard deviation of the Gaussian prior on each fitted weight (simulated users' weights lie in [-1, 1])."""
 
-JUDGEMENTS_SQL = """
+JUDGEMENTS_SELECT = """
     SELECT j.*, t.scenario, t.scenario_task, t.prompt, p.name AS person_name, p.preferences,
-           l.text AS left_text, r.model AS right_model, r.text AS right_text
+           l.text AS left_text, l.generation AS left_generation,
+           r.model AS right_model, r.text AS right_text, r.generation AS right_generation
     FROM judgements j
     JOIN tasks t ON t.id = j.task_id
     JOIN people p ON p.id = j.person_id
     JOIN replies l ON l.id = j.left_reply_id
     JOIN replies r ON r.id = j.right_reply_id
-    ORDER BY j.id
 """
+"""Each judgement joined with its task, its person and both replies (``experiments.feedback_store``'s schema;
+the store's own reader uses this query too). Add a ``WHERE`` and an ``ORDER BY``."""
 
 
 class FeedbackDataError(ValueError):
@@ -78,7 +80,7 @@ def read_judgements(path: str | Path) -> list[dict[str, Any]]:
         raise FeedbackDataError(f"cannot open {path}: {exc}") from None
     connection.row_factory = sqlite3.Row
     try:
-        rows = [dict(r) for r in connection.execute(JUDGEMENTS_SQL).fetchall()]
+        rows = [dict(r) for r in connection.execute(JUDGEMENTS_SELECT + " ORDER BY j.id").fetchall()]
     except sqlite3.DatabaseError as exc:  # not SQLite, or SQLite without the feedback tables
         raise FeedbackDataError(f"{path} is not an attune feedback database ({exc}); give the --db file of "
                                 "attune serve") from None

@@ -365,16 +365,9 @@ class FeedbackStore:
         preferences, left_text, left_generation, right_model, right_text, right_generation,
         chosen_reply_id, rejected_reply_id, chosen_model, rejected_model`` (the last four are
         None for a tie)."""
-        sql = """
-            SELECT j.*, t.scenario, t.scenario_task, t.prompt, p.name AS person_name, p.preferences,
-                   l.text AS left_text, l.generation AS left_generation,
-                   r.model AS right_model, r.text AS right_text, r.generation AS right_generation
-            FROM judgements j
-            JOIN tasks t ON t.id = j.task_id
-            JOIN people p ON p.id = j.person_id
-            JOIN replies l ON l.id = j.left_reply_id
-            JOIN replies r ON r.id = j.right_reply_id
-        """
+        from envs.people import JUDGEMENTS_SELECT  # one query for the store and the training data
+
+        sql = JUDGEMENTS_SELECT
         params: tuple = ()
         if person_id is not None:
             sql += " WHERE j.person_id = ?"

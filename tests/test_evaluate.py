@@ -10,6 +10,8 @@ from rich.console import Console
 from experiments import evaluate, metrics
 from experiments.evaluate import EpisodeResult
 
+from standins import FixedProbabilityUsers
+
 T_975 = {1: 12.706, 3: 3.182, 31: 2.040}  # two-sided 95 % critical values of Student's t, from tables
 
 
@@ -17,20 +19,6 @@ def episode(user: str, group: str, utilities: list[float], rewards: list[float],
     return EpisodeResult(user, group, "task", [reply] * len(utilities), rewards, utilities, False)
 
 
-class FixedProbabilityUsers:
-    """A stand-in population whose users prefer the trained reply with the probability written in it."""
-
-    def simulated_user(self, user_id, noise):
-        return self
-
-    def task(self, task_id):
-        return task_id
-
-    def utility(self, replies, tasks):
-        return [float(replies[0]), float(replies[1])]
-
-    def choice_probability(self, utility_after, utility_before):
-        return utility_after
 
 
 def test_mean_ci_is_the_student_t_half_width():

@@ -13,26 +13,16 @@ from experiments import evaluate, explain, fairness, metrics, stats
 from experiments.cli import app
 from experiments.evaluate import EpisodeResult
 
+from standins import FixedProbabilityUsers
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "experiments" / "configs" / "tiny.yaml"
 
 
-class StandInUsers:
+class StandInUsers(FixedProbabilityUsers):
     """Users who prefer the trained reply with the probability written in it, with a ``level`` trait."""
 
     levels = {"u1": "novice", "u2": "novice", "u3": "expert", "u4": "novice"}
-
-    def simulated_user(self, user_id, noise):
-        return self
-
-    def task(self, task_id):
-        return task_id
-
-    def utility(self, replies, tasks):
-        return [float(replies[0]), float(replies[1])]
-
-    def choice_probability(self, utility_after, utility_before):
-        return utility_after
 
     def user(self, user_id):
         return SimpleNamespace(traits={"level": self.levels[user_id]})
