@@ -219,9 +219,7 @@ class FeedbackStore:
             raise FeedbackStoreError("person name is empty: give a name")
         prefs = _json_object(preferences, "preferences")
         with self._write() as conn:
-            cur = conn.execute("INSERT INTO people (name, preferences, created) VALUES (?, ?, ?)",
-                               (name, prefs, utc_now()))
-            return int(cur.lastrowid)
+            return self._insert(conn, "people", name=name, preferences=prefs)
 
     def add_task(self, prompt: str, scenario: str | None = None,
                  person_id: int | None = None, scenario_task: str | None = None) -> int:
@@ -233,10 +231,8 @@ class FeedbackStore:
         with self._write() as conn:
             if person_id is not None:
                 self._require(conn, "people", person_id)
-            cur = conn.execute(
-                "INSERT INTO tasks (scenario, scenario_task, prompt, person_id, created) "
-                "VALUES (?, ?, ?, ?, ?)", (scenario, scenario_task, prompt, person_id, utc_now()))
-            return int(cur.lastrowid)
+            return self._insert(conn, "tasks", scenario=scenario, scenario_task=scenario_task, prompt=prompt,
+                                person_id=person_id)
 
     def add_reply(self, task_id: int, model: str, text: str,
                   generation: Mapping[str, Any] | None = None) -> int:
@@ -247,10 +243,7 @@ class FeedbackStore:
         settings = _json_object(generation, "generation")
         with self._write() as conn:
             self._require(conn, "tasks", task_id)
-            cur = conn.execute(
-                "INSERT INTO replies (task_id, model, text, generation, created) "
-                "VALUES (?, ?, ?, ?, ?)", (task_id, model, text or "", settings, utc_now()))
-            return int(cur.lastrowid)
+            return self._insert(conn, "replies", task_id=task_id, model=model, text=text or "", generation=settings)
 
     def record_judgement(self, task_id: int, person_id: int, left_reply_id: int,
                          right_reply_id: int, choice: str, left_rating: int | None = None,
@@ -292,13 +285,10 @@ class FeedbackStore:
                     raise FeedbackStoreError(
                         f"{side} reply {reply_id} belongs to task {row['task_id']}, not {task_id}")
                 models[side] = row["model"]
-            cur = conn.execute(
-                "INSERT INTO judgements (task_id, person_id, left_reply_id, right_reply_id, "
-                "left_model, choice, left_rating, right_rating, critique, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (task_id, person_id, left_reply_id, right_reply_id, models["left"], choice,
-                 left_rating, right_rating, critique, utc_now()))
-            return int(cur.lastrowid)
+            return self._insert(conn, "judgements", task_id=task_id, person_id=person_id,
+                                left_reply_id=left_reply_id, right_reply_id=right_reply_id,
+                                left_model=models["left"], choice=choice, left_rating=left_rating,
+                                right_rating=right_rating, critique=critique)
 
     def add_chat_turn(self, conversation: str, model: str, role: str, text: str,
                       person_id: int | None = None) -> int:
@@ -310,11 +300,16 @@ class FeedbackStore:
         with self._write() as conn:
             if person_id is not None:
                 self._require(conn, "people", person_id)
-            cur = conn.execute(
-                "INSERT INTO chat_turns (conversation, person_id, model, role, text, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation, person_id, model, role, text or "", utc_now()))
-            return int(cur.lastrowid)
+            return self._insert(conn, "chat_turns", conversation=conversation, person_id=person_id,
+                                model=model, role=role, text=text or "")
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, table: str, **values: Any) -> int:
+        """Insert one row (its ``created`` timestamp added) inside the caller's transaction; its id."""
+        columns = ", ".join([*values, "created"])
+        marks = ", ".join("?" * (len(values) + 1))
+        cur = conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", (*values.values(), utc_now()))
+        return int(cur.lastrowid)
 
     @staticmethod
     def _require(conn: sqlite3.Connection, table: str, row_id: int) -> None:
