@@ -168,8 +168,8 @@ def report_tables(report: Mapping[str, Any]) -> dict[str, Table]:
     """The report's three tables: ``win_rates``, ``agreement`` and ``fits``."""
     n, ties = report["judgements"], report["ties"]
     win = Table(
-        [Column("policy_a", "policy A", align="left", console_width=40),
-         Column("policy_b", "policy B", align="left", console_width=40), Column("person", align="left"),
+        [Column("policy_a", "policy A", align="left", console_width=22),
+         Column("policy_b", "policy B", align="left", console_width=22), Column("person", align="left"),
          count_column("win_rate", "a_wins", "A wins / decided = rate [95% CI]", missing="only ties"), Column("ties")],
         report["win_rates"], title="Human win rate of policy A over policy B",
         caption=f"{n} judgements by {report['people']} people, {ties} ties (left out of the rates); "
