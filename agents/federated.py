@@ -32,6 +32,10 @@ clients as plain Ray tasks gave the same losses as Flower's with no new dependen
 LoRA: ``policy.lora`` when set, otherwise r=8, alpha 16 on every linear layer (as :mod:`agents.sft`); only
 the adapter travels between server and clients. ``trainer:`` settings go to the clients' TRL config
 (``SFTConfig`` or ``DPOConfig``); the number of steps is ``method_settings.local_steps``.
+
+Why one module over 300 lines: the server loop, the clients' Ray task, FedAvg/FedProx and the pairwise masks
+are one protocol; split, the claim that the server sees only masked sums could no longer be checked in one
+place.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ standard library only, like the rest of :mod:`envs`.
 >>> PERTURBATIONS["contradiction"].apply("Write an email about a broken heater.", context,
 ...                                      np.random.default_rng(0))
 'Write an email about a broken heater. Actually, make it long and detailed.'
+
+Why one module over 300 lines: the four perturbations and the wrapper that applies them are one contract (what
+the policy reads changes, what the user scores does not), tested as one; most of the length is the rewording
+tables.
 """
 
 from __future__ import annotations

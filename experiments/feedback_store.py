@@ -45,6 +45,9 @@ Schema (all timestamps are UTC ISO-8601 strings, e.g. ``2026-11-03T10:15:02.1234
 Readers return plain dicts (column name -> value, JSON columns decoded), so callers do not
 need sqlite3. `judgements()` joins each judgement with its task, its person and both replies and
 adds ``chosen_reply_id`` / ``rejected_reply_id`` (None for a tie) for DPO pairs.
+
+Why one module over 300 lines: the schema, its writes and its joined reads are one storage contract (the
+module docstring is the schema's documentation); the length is mostly that documentation and validation.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ progress text with a spinner meanwhile. Bodies are validated by pydantic models 
 ids that do not exist answer 404; a second judgement of the same comparison answers 409; nothing is
 stored on any error. The page shows every text with ``textContent`` (never as HTML) and the
 Content-Security-Policy allows only the page's own scripts.
+
+Why one module over 300 lines: the page's API (request models, routes, the generation worker and the body-size
+guard) is one small server whose safety rules (blind order, escaping, what is stored on error) are checked
+together; the page itself is in experiments/web/.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ the table, and adds it to the run's ``report.md``.
 Training under noisy, inconsistent or adversarial feedback is the other half of robustness: the env
 options ``env.inconsistent``, ``env.adversarial`` and ``env.noise``, compared side by side by
 ``experiments/configs/robustness.yaml``.
+
+Why one module over 300 lines: loading a finished run's two policies, replaying its held-out conversations
+under each perturbation and the table of paired drops are one pipeline behind one command, read top to bottom.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ calls it for the base and the trained policy, ``evaluation.text_metrics``) and s
 :class:`~experiments.evaluate.EpisodeResult`; the metrics declared here aggregate them like every other
 number, with intervals from :mod:`experiments.stats`. :mod:`experiments.evaluate` imports this module
 between its policy and comparison metrics, which fixes their order in tables.
+
+Why one module over 300 lines: every model-based score of an evaluation (perplexities, KL, BLEU/chrF,
+distinct-n) shares one batching and token-accounting path; split, each metric would repeat it.
 """
 
 from __future__ import annotations
