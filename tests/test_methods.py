@@ -19,7 +19,7 @@ METHODS = [method.name for method in agents.methods() if method.kind == "llm" an
 SMALL_TRAINER = {
     "grpo": "{max_steps: 2, per_device_train_batch_size: 4, num_generations: 2, max_completion_length: 8}",
     "rloo": "{max_steps: 2, per_device_train_batch_size: 4, num_generations: 2, max_completion_length: 8}",
-    "ppo": "{}",
+    "ppo": "{per_device_train_batch_size: 8}",
     "dpo": "{max_steps: 2, per_device_train_batch_size: 2}",
     "online_dpo": "{max_steps: 2, per_device_train_batch_size: 2, max_new_tokens: 8}",
     "sft": "{max_steps: 2}",
