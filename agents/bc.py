@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from agents import MethodSettings, MethodSpec, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
+from agents.policy import adapter_config
 from envs.seeding import derive_seed, torch_seeded
 
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -76,14 +77,13 @@ def demonstration_rows(env: Any, settings: Settings, seed: int) -> list[dict[str
 
 def train(job: TrainingJob) -> Any:
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTTrainer
 
     from agents.rollouts import make_env
 
     settings = Settings.of(job.method_settings)
     rows = demonstration_rows(make_env(job.env_id, **job.env_kwargs), settings, job.seed)
-    lora = job.peft_config or LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, target_modules="all-linear")
+    lora = adapter_config(job.peft_config)
     args = trainer_config(job.trainer_settings, job.output_dir, derive_seed(job.seed, "bc-trainer"))
     with torch_seeded(derive_seed(job.seed, "bc-lora-init")):  # new LoRA weights: their own stream
         trainer = SFTTrainer(model=job.model, args=args, train_dataset=Dataset.from_list(rows),

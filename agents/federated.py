@@ -52,6 +52,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from agents import MethodSettings, MethodSpec, TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config
+from agents.policy import adapter_config
 from agents import dpo as dpo_method
 from agents import sft as sft_method
 from envs.seeding import derive_seed, torch_seeded
@@ -333,7 +334,7 @@ def _ray_running(job: TrainingJob) -> Iterator[Any]:
 
 def train(job: TrainingJob) -> TrainedPolicy:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     options = Settings.of(job.method_settings)
     clients = client_data(job, options)  # dpo: sampled from the initial global policy, before any adapter
@@ -346,7 +347,7 @@ def train(job: TrainingJob) -> TrainedPolicy:
     if options.secure_aggregation and per_round < 2:
         raise TrainerSettingsError("method_settings.secure_aggregation: needs two or more clients a round; "
                                    "use client: user or more groups")
-    lora = job.peft_config or LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, target_modules="all-linear")
+    lora = adapter_config(job.peft_config)
     with torch_seeded(derive_seed(job.seed, "federated-adapter-init")):
         model = get_peft_model(job.model, lora)
     global_state = lora_state(model)

@@ -222,6 +222,14 @@ def load_policy(name: str, lora: dict[str, Any] | None = None) -> tuple[Any, Any
     return model, tokenizer, peft_config
 
 
+def adapter_config(peft_config: Any = None) -> Any:
+    """The run's LoRA config (``policy.lora``), or the default of the methods that always train adapters (sft, bc,
+    federated): r=8, alpha 16, every linear layer."""
+    from peft import LoraConfig
+
+    return peft_config or LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, target_modules="all-linear")
+
+
 def chat_prompt_ids(tokenizer: Any, conversation: list[dict[str, str]]) -> list[int]:
     """Token ids of a conversation under the model's chat template, ready for the assistant's turn."""
     encoded = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True)

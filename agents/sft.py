@@ -41,7 +41,7 @@ from pydantic import Field, model_validator
 
 from agents import MethodSpec, TrainedPolicy, TrainerSettingsError, TrainingJob, build_trl_config, finish_trainer_setup
 from agents.judging import Prefer, SampledChoiceSettings, pairwise_judge
-from agents.policy import chat_prompt_ids, sample_continuations
+from agents.policy import adapter_config, chat_prompt_ids, sample_continuations
 from agents.rollouts import build_prompt_dataset, make_env
 from envs.seeding import derive_seed, torch_seeded
 
@@ -244,12 +244,12 @@ def training_data(job: TrainingJob, options: Settings) -> tuple[dict[str, list[d
 
 def train(job: TrainingJob) -> TrainedPolicy:
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from trl import SFTTrainer
 
     options = Settings.of(job.method_settings)
     data, owner = training_data(job, options)  # candidates come from the base policy, before any adapter
-    lora = job.peft_config or LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, target_modules="all-linear")
+    lora = adapter_config(job.peft_config)
     model = job.model
     accounts: dict[str, dict[str, Any]] = {}
     protected = adapter_users(job.population, options) if job.privacy is not None else {}
