@@ -128,12 +128,12 @@ def _evaluation(run_dir: Path) -> dict:
 
 def test_a_config_gives_the_same_evaluation_alone_and_as_a_variant(attune_cli, tmp_path):
     """PPO's new value head used to start from whatever the global torch RNG held after earlier variants."""
-    common = [TINY, "evaluation.prompts=2", "method=ppo", "trainer={}"]
+    common = [TINY, "evaluation.prompts=2", "method=ppo", "trainer={per_device_train_batch_size: 8}"]
     alone = subprocess.run([attune_cli, "run", *common, f"tracking.runs_dir={tmp_path / 'alone'}"],
                            capture_output=True, text=True, timeout=600, cwd=REPO)
     assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-3000:]
     variants = ("variants=[{name: first, method: rloo, trainer: {max_steps: 2, per_device_train_batch_size: 4, "
-                "num_generations: 2, max_completion_length: 8}}, {name: ppo, method: ppo, trainer: {}}]")
+                "num_generations: 2, max_completion_length: 8}}, {name: ppo, method: ppo, trainer: {per_device_train_batch_size: 8}}]")
     both = subprocess.run([attune_cli, "run", *common, f"tracking.runs_dir={tmp_path / 'variants'}", variants],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert both.returncode == 0, both.stdout[-3000:] + both.stderr[-3000:]
