@@ -2,10 +2,11 @@
 
 A benchmark is a YAML file (its format: :mod:`experiments.benchmark_spec`). Every arm runs as one
 ``attune sweep`` (the factor keys and the seeds as its grid) on one Ray: locally by default, on a cluster
-with ``--address``; ``--resume`` continues a killed benchmark without rerunning a finished trial. Every trial
-is a normal run folder and W&B run, grouped by benchmark. Each finished trial's metrics are computed from its
-run folder (:mod:`experiments.benchmark_metrics`), then summarized over seeds, checked against the shape
-claims and written (:mod:`experiments.benchmark_report`): ``benchmark.md``, ``benchmark.json`` and
+with ``--address``. ``--resume`` continues a killed benchmark without rerunning a finished trial: an arm whose
+sweep had ended is read back from its ``sweep_results.json``, the others continue as ``attune sweep --resume``
+does. Every trial is a normal run folder and W&B run, grouped by benchmark. Each finished trial's metrics are
+computed from its run folder (:mod:`experiments.benchmark_metrics`), then summarized over seeds, checked against
+the shape claims and written (:mod:`experiments.benchmark_report`): ``benchmark.md``, ``benchmark.json`` and
 ``plots/benchmark.png``.
 
 A new suite: a YAML in ``experiments/benchmarks/`` and, for a metric attune does not report yet, one
@@ -113,11 +114,15 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
                 update={"runs_dir": str(folder / "arms"), "name": arm.name})})
             arm_resume = resume and (folder / "arms" / arm.name / sweep.TUNE_DIR).exists()
             console.rule(f"arm {arm.name}")
-            try:
-                _, rows = sweep.run_sweep(config, benchmark_path_for_report(bench), address=address, resume=arm_resume,
-                                          console=console, group=folder.name)
-            except sweep.TrialsFailed as exc:
-                rows = exc.rows
+            rows = _finished_arm_rows(folder / "arms" / arm.name) if arm_resume else None
+            if rows is not None:  # its sweep had ended before the kill: its table, not another Tune restore
+                console.print(f"arm {arm.name}: finished before, {len(rows)} trials")
+            else:
+                try:
+                    _, rows = sweep.run_sweep(config, benchmark_path_for_report(bench), address=address,
+                                              resume=arm_resume, console=console, group=folder.name)
+                except sweep.TrialsFailed as exc:
+                    rows = exc.rows
             for row in rows:
                 trial = {"arm": arm.name, "levels": _trial_levels(row, bench), "seed": row.get(bench.seed_key),
                          "status": row["status"], "trial": row["trial"], "run_dir": row.get("run_dir")}
@@ -153,6 +158,15 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
         rows = [{"trial": t["trial"], "status": t["status"]} for t in trials]
         raise sweep.TrialsFailed(folder, rows)
     return folder, result
+
+
+def _finished_arm_rows(arm_folder: Path) -> list[dict[str, Any]] | None:
+    """The results of an arm whose sweep ended (its ``sweep_results.json`` is written once Tune is done), or None."""
+    try:
+        rows = json.loads((arm_folder / "sweep_results.json").read_text())
+    except (OSError, ValueError):  # not written yet, or cut short while being written
+        return None
+    return rows if isinstance(rows, list) and all(isinstance(r, dict) and "status" in r for r in rows) else None
 
 
 def benchmark_path_for_report(bench: Benchmark) -> Path:

@@ -9,8 +9,9 @@ its own run folder and W&B run (W&B group: the sweep's name), offline unless the
 The end is a results table sorted by the metric (``sweep_results.md``/``.json``), logged to W&B too, and
 the best configuration as a runnable YAML (``best_config.yaml``). A killed sweep continues with
 ``--resume``: a finished trial is never run again, a trial cut short continues in its own run folder (from
-its last checkpoint when it has one). A trial that raises is reported with its error and the others go on;
-the sweep then ends with :class:`TrialsFailed` (exit code 1 on the command line).
+its last checkpoint when it has one); a sweep killed before Tune saved its first state starts over. A trial
+that raises is reported with its error and the others go on; the sweep then ends with :class:`TrialsFailed`
+(exit code 1 on the command line).
 
 Ray is imported only once the sweep knows whether it runs locally (loopback only, see
 :mod:`experiments.offline`) or on a cluster (:mod:`experiments.ray_cluster`).
@@ -164,6 +165,27 @@ def prepare_trial_folder(config: ExperimentConfig, interrupted_dir: Path) -> tup
     return config, None
 
 
+def prepare_resume(folder: Path) -> bool:
+    """Whether the sweep in ``folder`` has Tune state to continue from; if not, clear the way to start it over.
+
+    Tune writes ``tune/tuner.pkl`` and then, at its first step, the experiment state. A sweep killed between
+    the two (its ``tuner.pkl`` may even be empty) cannot be restored, and none of its trials can have finished:
+    its ``tune/`` folder and any trial folders are kept under ``interrupted/`` and the sweep starts over.
+    """
+    tune_path = folder / TUNE_DIR
+    if (tune_path / "tuner.pkl").is_file() and any(tune_path.glob("experiment_state-*.json")):
+        return True
+    interrupted = folder / INTERRUPTED_DIR
+    interrupted.mkdir(parents=True, exist_ok=True)
+    for path in [tune_path, *sorted((folder / TRIALS_DIR).glob("*"))]:
+        if path.exists():
+            k = 1
+            while (interrupted / f"{path.name}-{k}").exists():
+                k += 1
+            shutil.move(str(path), str(interrupted / f"{path.name}-{k}"))
+    return False
+
+
 def _trainable(values: dict[str, Any], base: dict[str, Any], runs_dir: str, environment: dict[str, str]) -> None:
     """One trial: run the experiment, reporting training logs and the final evaluation to Tune."""
     os.environ.update(environment)
@@ -211,6 +233,9 @@ def run_sweep(config: ExperimentConfig, config_path: Path, address: str | None =
     folder = Path(config.tracking.runs_dir).resolve() / (config.tracking.name or f"sweep-{config.experiment}")
     if folder.exists() and not resume and (folder / TUNE_DIR).exists():
         raise ConfigError(f"sweep: {folder} exists; continue it with --resume, or set tracking.name to start another")
+    if resume and (folder / TUNE_DIR).exists() and not prepare_resume(folder):
+        console.print(f"[bold]attune[/] {folder} was stopped before Tune saved its state: starting the sweep over")
+        resume = False
     space = _tune_space(sweep.space, sweep.seeds)
     import ray
     from ray import tune

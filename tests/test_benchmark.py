@@ -182,3 +182,126 @@ def test_an_unknown_benchmark_is_one_line_and_exit_code_2():
     assert "config error: benchmark 'nope': no such benchmark; bundled:" in " ".join(result.output.split())
     result = CliRunner().invoke(app, ["benchmark", "pluralistic", "--scale", "huge"])
     assert result.exit_code == 2 and "--scale: 'huge' is not a scale of benchmark pluralistic" in " ".join(result.output.split())
+
+
+# Two training-free arms on the tiny model, two seeds: four short trials, one at a time.
+RESUME_BENCHMARK = """
+name: resume
+title: "resume check"
+base:
+  experiment: resume
+  seed: 0
+  threads: 1
+  env: {id: attune/WritingAssistant-v1, max_turns: 1}
+  users: {n_users: 20, seed: 0}
+  policy: {model: tiny-random}
+  method: prompting
+  method_settings: {retrieval_k: 0}
+  rewards: [{name: user_feedback}]
+  trainer: {}
+  evaluation: {prompts: 2, max_new_tokens: 4, batch_size: 2, text_metrics: false}
+arms:
+  - {name: stated, set: {method_settings.profile: stated}}
+  - {name: plain, set: {method_settings.profile: none}}
+seeds: [0, 1]
+seed_key: users.seed
+scales:
+  smoke: {max_concurrent: 1}
+metrics: [win_rate, mean_utility]
+claims:
+  - {id: stated_beats_plain, claim: "stating the preferences wins more often", left: {arm: stated, metric: win_rate},
+     op: ">", right: {arm: plain, metric: win_rate}}
+"""
+
+
+def test_a_sweep_killed_before_tune_saved_its_state_starts_over(tmp_path):
+    """Tune writes tune/tuner.pkl, then its experiment state: a kill in between (seen: an empty tuner.pkl) left a
+    benchmark arm that --resume could not restore and a rerun without it refused."""
+    from experiments.sweep import prepare_resume
+
+    unsaved = tmp_path / "unsaved"
+    (unsaved / "tune").mkdir(parents=True)
+    (unsaved / "tune" / "tuner.pkl").write_bytes(b"")
+    (unsaved / "trials" / "t_00000").mkdir(parents=True)
+    assert prepare_resume(unsaved) is False
+    assert not (unsaved / "tune").exists() and not list((unsaved / "trials").iterdir())  # the way is clear...
+    assert (unsaved / "interrupted" / "tune-1" / "tuner.pkl").is_file()  # ...and nothing is deleted
+    assert (unsaved / "interrupted" / "t_00000-1").is_dir()
+
+    saved = tmp_path / "saved"
+    (saved / "tune").mkdir(parents=True)
+    (saved / "tune" / "tuner.pkl").write_bytes(b"state")
+    (saved / "tune" / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    assert prepare_resume(saved) is True and (saved / "tune" / "tuner.pkl").read_bytes() == b"state"
+    assert not (saved / "interrupted").exists()
+
+
+def _run_until(args, env, done, deadline_s=600):
+    """Start ``attune benchmark`` in its own process group and SIGKILL the whole group once ``done()``."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env,
+                               start_new_session=True)
+    deadline = time.time() + deadline_s
+    try:
+        while time.time() < deadline and not done() and process.poll() is None:
+            time.sleep(0.01)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return process.returncode
+
+
+@pytest.mark.slow
+def test_killed_benchmark_resumes_running_every_trial_exactly_once(attune_cli, tmp_path):
+    import os
+    import subprocess
+
+    spec = tmp_path / "resume.yaml"
+    spec.write_text(RESUME_BENCHMARK)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_TMPDIR": f"/tmp/ray-bres-{os.getpid()}"}
+    args = [attune_cli, "benchmark", str(spec), "--scale", "smoke", f"tracking.runs_dir={tmp_path / 'runs'}"]
+    folder = tmp_path / "runs" / "benchmark-resume-smoke"
+    arms = folder / "arms"
+
+    # 1. Killed as the first arm's Tune folder appears (before or just after Tune saved its state).
+    assert _run_until(args, env, lambda: (arms / "stated" / "tune").exists()) == -9
+    assert not list(arms.glob("*/trials/*/eval.json"))
+    # 2. Resumed, and killed the moment the second arm's first trial has written its results: the first arm
+    # has ended, the second is half-way (its finished trial not yet known to Tune, its other trial not started).
+    assert _run_until(args + ["--resume"], env, lambda: bool(list(arms.glob("plain/trials/*/eval.json")))) == -9
+    finished = {p.parent.relative_to(arms): p.stat().st_mtime_ns for p in arms.glob("*/trials/*/eval.json")}
+    assert sorted(str(p.parent) for p in finished) == ["plain/trials", "stated/trials", "stated/trials"], finished
+    assert not (folder / "benchmark.json").exists()
+
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == (f"config error: benchmark: {folder} exists; continue it with --resume, "
+                                            "or set tracking.name=... to start another"), lines
+
+    # 3. Resumed to the end.
+    result = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((folder / "benchmark.json").read_text())
+    trials = data["trials"]
+    assert sorted((t["arm"], t["seed"]) for t in trials) == [("plain", 0), ("plain", 1), ("stated", 0), ("stated", 1)]
+    assert all(t["status"] == "done" and set(t["metrics"]) == {"win_rate", "mean_utility"} for t in trials), trials
+    for arm in ("stated", "plain"):
+        folders = sorted(p.name for p in (arms / arm / "trials").iterdir())
+        assert folders == sorted(Path(t["run_dir"]).name for t in trials if t["arm"] == arm)  # no reruns elsewhere
+        cut_short = [p.name for p in (arms / arm).glob("interrupted/*") if not p.name.startswith("tune-")]
+        assert cut_short == []  # every kill came between trials: none was started over
+        for name in folders:
+            assert len(list((arms / arm / "trials" / name / "wandb").glob("offline-run-*"))) == 1
+        assert len(list((arms / arm / "wandb").glob("offline-run-*"))) == 1  # the arm's summary, logged once
+    for path, mtime in finished.items():
+        assert (arms / path / "eval.json").stat().st_mtime_ns == mtime  # a finished trial never ran again
+    (claim,) = data["claims"]
+    assert claim["id"] == "stated_beats_plain" and claim["status"] in ("held", "not held") and claim["numbers"]
+    text = (folder / "benchmark.md").read_text()
+    assert "4 trials (4 finished)" in text
+    assert f"| stating the preferences wins more often | **{claim['status']}** |" in text
