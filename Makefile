@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 THREADS ?= 1
 export OMP_NUM_THREADS ?= $(THREADS)
 
-.PHONY: help install demo test test-slow bench bench-sweep model clean-venv
+.PHONY: help install demo test test-slow bench bench-sweep bench-eval model clean-venv
 
 help:
 	@echo "make demo       install into .venv and run experiments/configs/quickstart.yaml"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-slow  the slow tests: SmolLM2 learning, a Ray cluster, a killed sweep resumed (CI runs it)"
 	@echo "make bench      how fast the simulated users score replies (one core)"
 	@echo "make bench-sweep  4 tiny sweep trials one at a time vs. two at a time"
+	@echo "make bench-eval   evaluation speed against evaluation.batch_size (SmolLM2, one core)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "attune needs Python 3.10+, found " + sys.version.split()[0]'
@@ -53,6 +54,9 @@ bench: $(STAMP)
 
 bench-sweep: $(STAMP)
 	$(PY) -m experiments.bench_sweep
+
+bench-eval: $(STAMP)
+	$$(command -v taskset >/dev/null && echo taskset -c 0) $(PY) -m experiments.bench_eval
 
 clean-venv:
 	rm -rf $(VENV)

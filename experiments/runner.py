@@ -187,9 +187,11 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
                                      temperature=settings.temperature, batch_size=settings.batch_size)
                 text_seconds += time.perf_counter() - scoring_started
 
+        evaluation_started = time.perf_counter()
         before, seed_means = eval_cache.base_evaluation(
             config, lambda seed, description: play(model, seed, description), lambda episodes: score(model, episodes),
             tracker, console, resumed=resume_from is not None, shared=base_eval)
+        base_evaluation_seconds = time.perf_counter() - evaluation_started  # ~0 when the attune cache had it
 
         reward_functions = build_rewards(config, population, terms, run_dir,
                                          env_factory=lambda: make_env(config.env.id, **{**env_kwargs, "split": "all"}))
@@ -259,6 +261,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             report["privacy"] = privacy_report(config, trained, reward_functions)
         report.update(trained.report)
         if settings.enabled and before is not None:
+            evaluation_started = time.perf_counter()
             after = play(trained, settings.seed, "evaluating trained policy")
             score(trained, after, base=text_metrics.base_model(trained, lambda: load_policy(config.policy.model)[0]))
             if settings.text_metrics:
@@ -286,6 +289,10 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
                 import numpy as np
 
                 report["base_seed_to_seed"] = {"means": seed_means, "std": float(np.std(seed_means, ddof=1))}
+            # Where a run's wall time goes (make bench-eval measures the batch size's share of it).
+            report["evaluation_seconds"] = {
+                "base": base_evaluation_seconds, "trained": time.perf_counter() - evaluation_started,
+                "learning_curve": curve.paused if curve else 0.0}
             tracker.log({"mean_utility": report["after"]["mean_utility"]}, step=tracker.last_step, phase="eval")
             tracker.write_json("episodes.json", {
                 "before": evaluate.episode_records(before), "after": evaluate.episode_records(after),

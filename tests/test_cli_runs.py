@@ -57,6 +57,9 @@ def check_run_files(run_dir: Path, expected_steps: int) -> dict:
         low, high = scipy.stats.t.interval(0.95, len(scores) - 1, loc=np.mean(scores), scale=scipy.stats.sem(scores))
         assert (report[side]["ci_low"], report[side]["ci_high"]) == pytest.approx((low, high))
         assert sum(report[side]["terms"].values()) == pytest.approx(report[side]["mean_utility"])
+    spent = report["evaluation_seconds"]  # where the wall time went: evaluation, training, the rest
+    assert spent["trained"] > 0 and spent["base"] >= 0 and spent["learning_curve"] == 0.0  # no curve_every here
+    assert spent["base"] + spent["trained"] + report["train_seconds"] < report["total_seconds"]
     changes = report["comparison"]["term_changes"]
     assert sum(c["change"] for c in changes.values()) == pytest.approx(report["comparison"]["improvement"])
     text = (run_dir / "report.md").read_text()
