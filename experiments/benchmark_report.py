@@ -202,10 +202,11 @@ def render_markdown(bench: Benchmark, result: dict[str, Any]) -> str:
     if result["command"]:
         lines += ["Rerun with:", "", f"    {result['command']}", ""]
     lines += [
-        f"Policy model `{result['model']}`; {len(result['trials'])} trials ({len(done)} finished) in "
-        f"{result['seconds']:.0f} s: arms {', '.join(a.name for a in arms)} x "
-        + " x ".join(f"{bench.factors[f].label or f} {{{', '.join(names)}}}" for f, names in levels.items())
-        + f" x seeds {result['seeds']}.", "",
+        f"Policy model `{result['model']}`; {len(result['trials'])} trials ({len(done)} finished; this invocation "
+        f"took {result['seconds']:.0f} s, trials a resumed benchmark had finished before not counted): "
+        + " x ".join([f"arms {', '.join(a.name for a in arms)}",
+                      *(f"{bench.factors[f].label or f} {{{', '.join(names)}}}" for f, names in levels.items()),
+                      f"seeds {result['seeds']}"]) + ".", "",
         "Arms:", "",
         *[f"- **{a.name}**: {a.description or 'set ' + json.dumps(a.set)}" for a in arms], "",
         f"Each trial is evaluated on {result['eval_conversations']} held-out conversations; a cell summarizes its "

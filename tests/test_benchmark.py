@@ -303,5 +303,5 @@ def test_killed_benchmark_resumes_running_every_trial_exactly_once(attune_cli, t
     (claim,) = data["claims"]
     assert claim["id"] == "stated_beats_plain" and claim["status"] in ("held", "not held") and claim["numbers"]
     text = (folder / "benchmark.md").read_text()
-    assert "4 trials (4 finished)" in text
+    assert "4 trials (4 finished; " in text and ": arms stated, plain x seeds [0, 1]." in text  # no factors here
     assert f"| stating the preferences wins more often | **{claim['status']}** |" in text
