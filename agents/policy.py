@@ -223,8 +223,8 @@ def load_policy(name: str, lora: dict[str, Any] | None = None) -> tuple[Any, Any
 
 
 def adapter_config(peft_config: Any = None) -> Any:
-    """The run's LoRA config (``policy.lora``), or the default of the methods that always train adapters (sft, bc,
-    federated): r=8, alpha 16, every linear layer."""
+    """The run's LoRA config (``policy.lora``), or the default of the methods that train adapters (sft, bc,
+    federated, and dpo unless ``adapters: false``): r=8, alpha 16, every linear layer."""
     from peft import LoraConfig
 
     return peft_config or LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, target_modules="all-linear")

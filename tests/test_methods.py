@@ -68,9 +68,15 @@ def test_methods_table_is_written(methods_run):
 def test_weight_training_methods_changed_the_weights(methods_run, method):
     # A smoke check of the CLI path (the saved checkpoint is the trained one); whether the change is
     # learning is tests/test_learning.py's question.
-    initial = load_file(resolve_model("tiny-random") / "model.safetensors")
-    trained = load_file(methods_run / "variants" / method / "checkpoints" / "final" / "model.safetensors")
-    assert sum(not torch.equal(initial[k], trained[k]) for k in initial) > 0
+    final = methods_run / "variants" / method / "checkpoints" / "final"
+    if method == "dpo":  # LoRA adapters unless method_settings.adapters: false (B starts at zero)
+        assert not (final / "model.safetensors").exists()
+        adapter = load_file(final / "adapter_model.safetensors")
+        assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+    else:
+        initial = load_file(resolve_model("tiny-random") / "model.safetensors")
+        trained = load_file(final / "model.safetensors")
+        assert sum(not torch.equal(initial[k], trained[k]) for k in initial) > 0
     records = [json.loads(line) for line in (methods_run / "variants" / method / "metrics.jsonl").read_text().splitlines()]
     # every method logs a loss ("loss", or PPO's "loss/policy_avg"), at strictly increasing steps
     steps = [r["step"] for r in records if r["phase"] == "train" and any(k.startswith("loss") for k in r)]
