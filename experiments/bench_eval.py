@@ -3,8 +3,8 @@
 Plays the quickstart's held-out conversations (its users, env and sampling settings) with the base policy at
 several batch sizes, one torch thread, each size timed ``--repeats`` times in interleaved order (so a load
 change on the machine hits every size alike), and prints seconds per conversation side by side with the
-plain library doing the same work: ``transformers``' ``model.generate`` on one conversation at a time, no
-env. The default ``evaluation.batch_size`` is chosen from this table (see the README).
+plain library doing the same work: ``transformers``' ``model.generate`` on one conversation at a time (the same
+prompt tokens and end-of-turn ids), no env. The default ``evaluation.batch_size`` is chosen from this table (see the README).
 
     python -m experiments.bench_eval                       # SmolLM2, the quickstart's 32 conversations
     python -m experiments.bench_eval --model tiny-random --prompts 8 --sizes 1,4 --repeats 1
@@ -28,14 +28,15 @@ def plain_generate(model: Any, tokenizer: Any, conversations: list[list[dict[str
     """The plain library's way: one ``model.generate`` per conversation, no batching, no env."""
     import torch
 
-    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    eos_ids = [eos] if isinstance(eos, int) and eos != tokenizer.unk_token_id else [tokenizer.eos_token_id]
-    for conversation in conversations:
-        ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_tensors="pt",
-                                            return_dict=True)
+    from agents.policy import chat_prompt_ids, end_of_turn_ids
+
+    eos_ids = sorted(end_of_turn_ids(tokenizer))
+    for conversation in conversations:  # the same prompt tokens attune generates from
+        ids = torch.tensor([chat_prompt_ids(tokenizer, conversation)])
         with torch.no_grad():
-            model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature,
-                           eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                           do_sample=temperature > 0, temperature=temperature, eos_token_id=eos_ids,
+                           pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
 
 
 def measure(model_name: str, prompts: int, sizes: list[int], repeats: int) -> dict[str, list[float]]:

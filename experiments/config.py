@@ -296,7 +296,9 @@ class EvaluationSettings(_Section):
     max_new_tokens: int = Field(48, ge=1, description="length limit of each evaluated reply, in tokens")
     temperature: float = Field(0.7, ge=0.0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling of evaluated replies")
-    batch_size: int = Field(8, ge=1, description="replies generated at once")
+    batch_size: int = Field(16, ge=1, description="replies generated at once (make bench-eval: on one CPU core 16 "
+                            "plays a conversation in 0.59 s, 8 in 0.73, 32 in 0.49; 16 keeps the default learning "
+                            "curve's 16 conversations identical to the evaluation's first 16)")
     seed: int = Field(1234, ge=0, le=MAX_SEED, description="sampling and pairwise-choice seed; the same for before and after")
     noise_seeds: int = Field(
         0, ge=0, description="extra sampling seeds to re-score the base policy with: measures seed-to-seed noise"
