@@ -203,7 +203,7 @@ def test_dpo_learns_what_its_judge_prefers(adapters, frequent_words_model, warm_
 
     With LoRA adapters (DPO's default) the displacement is stronger: the warm users' run ends above the untrained
     share but not above its 2-sd bar within 16 steps (0.34 vs 0.375 measured), while the cold users' falls to a
-    third of it; the adapters are held to the contrast alone.
+    third of it; the adapters are held to the contrast and to rising above the untrained share.
     """
     trainer = {"max_steps": 12 if adapters else 8, "per_device_train_batch_size": 4,
                "learning_rate": 1e-2 if adapters else 2e-3, "loss_type": ["sigmoid", "sft"]}
@@ -241,7 +241,7 @@ def test_sft_on_chosen_replies_learns_what_its_judge_prefers(frequent_words_mode
         (logged[name],) = [r for r in records if "sft/chosen_utility" in r]
     print(f"sft (chosen): share of '{MARKER}' {untrained['mean']:.3f} -> warm judge {shares['warm']:.3f}, "
           f"cold judge {shares['cold']:.3f}; bar {untrained['bar']:.3f}; logged {logged}")
-    assert shares["warm"] > (untrained["mean"] if adapters else untrained["bar"]), shares
+    assert shares["warm"] > untrained["bar"], shares
     assert shares["warm"] - shares["cold"] > untrained["bar"] - untrained["mean"], shares
     assert logged["warm"]["sft/examples"] == 32  # one chosen reply per prompt
 
