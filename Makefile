@@ -46,7 +46,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow --durations=20
 
 # Pinned to one core where taskset exists: the target is a one-core figure.
 bench: $(STAMP)
