@@ -149,6 +149,11 @@ def collect_preferences(
     return pairs, stats
 
 
+def _adapters(job: TrainingJob, options: Settings) -> Any:
+    """The LoRA config DPO trains (``adapters``: the run's ``policy.lora`` or the default), or the run's own."""
+    return adapter_config(job.peft_config) if options.adapters else job.peft_config
+
+
 def train(job: TrainingJob) -> Any:
     from datasets import Dataset
     from trl import DPOTrainer
@@ -157,7 +162,7 @@ def train(job: TrainingJob) -> Any:
     if options.data.source == "human":
         return train_on_human_choices(job, options.data.db)
     env = make_env(job.env_id, **job.env_kwargs)
-    model, peft_config = job.model, adapter_config(job.peft_config) if options.adapters else job.peft_config
+    model, peft_config = job.model, _adapters(job, options)
     for round_index in range(options.rounds):
         rows = build_prompt_dataset(env, job.prompts, seed=derive_seed(job.seed, "dpo-prompts", round_index),
                                     balance_groups=job.balance_groups)
@@ -206,7 +211,7 @@ def train_on_human_choices(job: TrainingJob, db: str) -> Any:
         args=trainer_config(job.trainer_settings, job.output_dir / "human", derive_seed(job.seed, "dpo-training", 0)),
         train_dataset=Dataset.from_list(pairs),
         processing_class=job.tokenizer,
-        peft_config=adapter_config(job.peft_config) if options.adapters else job.peft_config,
+        peft_config=_adapters(job, options),
         callbacks=job.callbacks,
     )
     finish_trainer_setup(trainer, job)

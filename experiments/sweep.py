@@ -157,12 +157,17 @@ def prepare_trial_folder(config: ExperimentConfig, interrupted_dir: Path) -> tup
     resumable = agents.get_method(config.method).resumable
     if has_checkpoint and resumable:
         return config.model_copy(update={"resume": True}), None
+    keep_interrupted(run_dir, interrupted_dir)
+    return config, None
+
+
+def keep_interrupted(path: Path, interrupted_dir: Path) -> None:
+    """Move what a killed sweep left half-written to ``interrupted_dir/<name>-<k>``, the first free ``k``."""
     interrupted_dir.mkdir(parents=True, exist_ok=True)
     k = 1
-    while (interrupted_dir / f"{run_dir.name}-{k}").exists():
+    while (interrupted_dir / f"{path.name}-{k}").exists():
         k += 1
-    shutil.move(str(run_dir), str(interrupted_dir / f"{run_dir.name}-{k}"))
-    return config, None
+    shutil.move(str(path), str(interrupted_dir / f"{path.name}-{k}"))
 
 
 def prepare_resume(folder: Path) -> bool:
@@ -175,14 +180,9 @@ def prepare_resume(folder: Path) -> bool:
     tune_path = folder / TUNE_DIR
     if (tune_path / "tuner.pkl").is_file() and any(tune_path.glob("experiment_state-*.json")):
         return True
-    interrupted = folder / INTERRUPTED_DIR
-    interrupted.mkdir(parents=True, exist_ok=True)
     for path in [tune_path, *sorted((folder / TRIALS_DIR).glob("*"))]:
         if path.exists():
-            k = 1
-            while (interrupted / f"{path.name}-{k}").exists():
-                k += 1
-            shutil.move(str(path), str(interrupted / f"{path.name}-{k}"))
+            keep_interrupted(path, folder / INTERRUPTED_DIR)
     return False
 
 
