@@ -259,6 +259,34 @@ def sample_continuations(
     makes sampling reproducible batch by batch, so two policies are compared on the same random stream.
     ``temperature=0`` decodes greedily.
     """
+    return sample_scored_continuations(model, tokenizer, prompt_ids, max_new_tokens=max_new_tokens,
+                                       temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed,
+                                       progress=progress)[0]
+
+
+def sample_scored_continuations(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    seed: int | None = None,
+    progress: Any = None,
+    logprob_temperatures: tuple[float, ...] = (),
+) -> tuple[list[list[int]], list[Any]]:
+    """:func:`sample_continuations`, and each continuation token's log-probability under the sampling model at
+    each of ``logprob_temperatures`` (``log_softmax(logits / t)`` of the logits it was sampled from): one
+    ``(len(logprob_temperatures), len(continuation))`` array per continuation (none without temperatures).
+
+    The log-probabilities come with the sampling, from the logits ``generate`` computed anyway (what scoring the
+    replies again with a forward pass would give, up to float rounding): the evaluation's text metrics need the
+    policy's log-probability of its own replies, which would otherwise cost a third of their time. The tokens
+    sampled are the same whether or not they are asked for.
+    """
+    import numpy as np
     import torch
 
     was_training = model.training
@@ -267,6 +295,7 @@ def sample_continuations(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     continuations: list[list[int]] = []
+    logprobs: list[Any] = []
     try:
         for start in range(0, len(prompt_ids), batch_size):
             batch = prompt_ids[start : start + batch_size]
@@ -286,32 +315,72 @@ def sample_continuations(
                     max_new_tokens=max_new_tokens,
                     pad_token_id=pad_id,
                     eos_token_id=sorted(eos_ids),
+                    return_dict_in_generate=True,
+                    output_logits=bool(logprob_temperatures),
                     **sampling,
                 )
-            for row in output[:, width:].tolist():
+            rows = output.sequences[:, width:]
+            for i, row in enumerate(rows.tolist()):
                 ids: list[int] = []
                 for token in row:
                     ids.append(token)
                     if token in eos_ids:
                         break
                 continuations.append(ids)
+                if logprob_temperatures:
+                    # output.logits[k]: the raw logits (before temperature and top-p) the k-th new token was
+                    # sampled from, one row per sequence of the batch.
+                    steps = torch.stack([output.logits[k][i] for k in range(len(ids))]).float() if ids else None
+                    target = rows[i, :len(ids)].to(torch.long)[:, None]
+                    logprobs.append(np.stack([
+                        torch.log_softmax(steps / t, dim=-1).gather(-1, target.to(steps.device)).squeeze(-1).cpu().numpy()
+                        if ids else np.zeros(0)
+                        for t in logprob_temperatures
+                    ]).astype(np.float64))
             if progress is not None:
                 progress(len(batch))
     finally:
         model.train(was_training)
-    return continuations
+    return continuations, logprobs
+
+
+class SampledReply(str):
+    """A sampled reply's text that remembers how it was sampled (:func:`generate_replies` with
+    ``logprob_temperatures``): the prompt's token ids, the reply's (without its end-of-turn token) and their
+    log-probabilities under the sampling model, ``{temperature: array}``, so the text metrics need not score the
+    policy's own replies again. It is a ``str`` everywhere else; ``str(reply)`` drops the extras."""
+
+    prompt_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    logprobs: dict[float, Any]
 
 
 def generate_replies(
     model: Any,
     tokenizer: Any,
     conversations: list[list[dict[str, str]]],
+    *,
+    logprob_temperatures: tuple[float, ...] = (),
     **sampling: Any,
 ) -> list[str]:
-    """One sampled reply text per conversation (see :func:`sample_continuations` for the options)."""
+    """One sampled reply text per conversation (see :func:`sample_continuations` for the options); with
+    ``logprob_temperatures``, each a :class:`SampledReply` holding its tokens' log-probabilities at those
+    temperatures."""
     prompt_ids = [chat_prompt_ids(tokenizer, c) for c in conversations]
-    continuations = sample_continuations(model, tokenizer, prompt_ids, **sampling)
-    return [t.strip() for t in tokenizer.batch_decode(continuations, skip_special_tokens=True)]
+    continuations, logprobs = sample_scored_continuations(model, tokenizer, prompt_ids,
+                                                          logprob_temperatures=logprob_temperatures, **sampling)
+    texts = [t.strip() for t in tokenizer.batch_decode(continuations, skip_special_tokens=True)]
+    if not logprob_temperatures:
+        return texts
+    eos_ids = end_of_turn_ids(tokenizer)
+    replies: list[str] = []
+    for prompt, ids, rows, text in zip(prompt_ids, continuations, logprobs, texts):
+        kept = len(ids) - 1 if ids and ids[-1] in eos_ids else len(ids)
+        reply = SampledReply(text)
+        reply.prompt_ids, reply.token_ids = tuple(prompt), tuple(ids[:kept])
+        reply.logprobs = {t: row[:kept] for t, row in zip(logprob_temperatures, rows)}
+        replies.append(reply)
+    return replies
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ text metrics are in :mod:`experiments.text_metrics`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -73,6 +74,10 @@ class EpisodeResult:
     """Each reply's sentence BLEU (sacrebleu, 0-100) against the user's own writing samples as references."""
     reply_chrf: list[float] | None = None
     """Each reply's sentence chrF (sacrebleu, 0-100) against the user's own writing samples as references."""
+    sampled: list[Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+    """Per reply, how it was sampled (an :class:`agents.policy.SampledReply`, or None): kept by
+    :func:`run_episodes` with ``logprob_temperatures`` for :func:`~experiments.text_metrics.score_texts`, which
+    uses and drops them; never written to a file."""
 
     @property
     def score(self) -> float:
@@ -115,15 +120,19 @@ def run_episodes(
     seed: int,
     description: str = "evaluating",
     show_progress: bool = True,
+    logprob_temperatures: tuple[float, ...] = (),
 ) -> list[EpisodeResult]:
     """Play one episode per row with the policy; all rows advance turn by turn in batches.
 
-    ``policy`` is a model or a :class:`~agents.TrainedPolicy` (per-user system prompt or adapter).
+    ``policy`` is a model or a :class:`~agents.TrainedPolicy` (per-user system prompt or adapter). With
+    ``logprob_temperatures`` each episode keeps, in ``sampled``, its replies' token log-probabilities under the
+    policy at those temperatures, from the sampling itself (the text metrics' policy scores, for free); the
+    replies, rewards and everything else are the same either way.
     """
     from rich.progress import Progress
 
     from agents import as_policy
-    from agents.policy import generate_replies
+    from agents.policy import SampledReply, generate_replies
 
     policy = as_policy(policy)
     live = []
@@ -162,13 +171,17 @@ def run_episodes(
                         batch_size=batch_size,
                         seed=derive_seed(seed, "generate", turn, k),
                         progress=lambda n: progress.advance(task, n),
+                        logprob_temperatures=logprob_temperatures,
                     ),
                     [e["result"].user_id for e in episodes],
                     [policy.conversation(e["result"].user_id, e["messages"]) for e in episodes],
                 )
                 for episode, reply in zip(episodes, replies):
-                    _, reward, terminated, truncated, info = episode["env"].step(reply)
                     result: EpisodeResult = episode["result"]
+                    if logprob_temperatures:
+                        result.sampled = (result.sampled or []) + [reply if isinstance(reply, SampledReply) else None]
+                    reply = str(reply)  # the environment, the files and the reports get plain text
+                    _, reward, terminated, truncated, info = episode["env"].step(reply)
                     result.replies.append(reply)
                     result.rewards.append(float(reward))
                     result.expected_utilities.append(float(info["expected_utility"]))
@@ -338,7 +351,8 @@ def compare(
 
 
 def episode_records(results: list[EpisodeResult]) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(r) | {"score": r.score} for r in results]
+    return [{field.name: copy.deepcopy(getattr(r, field.name)) for field in dataclasses.fields(r) if field.name != "sampled"}
+            | {"score": r.score} for r in results]
 
 
 def also_evaluated(before: list[EpisodeResult], after: list[EpisodeResult], others: dict[str, list[EpisodeResult]],

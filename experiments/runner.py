@@ -168,6 +168,9 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
         episode_options = dict(
             max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,
             batch_size=settings.batch_size,
+            # The text metrics' scores of the policy's own replies (temperature 1 for the base's perplexity, the
+            # sampling temperature for the KL), taken from the sampling instead of a second forward pass.
+            logprob_temperatures=tuple(sorted({1.0, settings.temperature} - {0.0})) if settings.text_metrics else (),
         )
 
         def play(policy: Any, seed: int, description: str) -> list[evaluate.EpisodeResult]:
@@ -184,7 +187,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             if settings.text_metrics:
                 scoring_started = time.perf_counter()
                 text_metrics.score_texts(policy, tokenizer, episodes, population, base=base,
-                                     temperature=settings.temperature, batch_size=settings.batch_size)
+                                         temperature=settings.temperature)
                 text_seconds += time.perf_counter() - scoring_started
 
         evaluation_started = time.perf_counter()
@@ -211,7 +214,7 @@ def run(config: ExperimentConfig, console: Any = None, base_eval: dict[str, Any]
             def score_subset(policy: Any) -> float:
                 played = evaluate.run_episodes(
                     policy, tokenizer, lambda: make_env(config.env.id, split="held_out", **env_kwargs), curve_rows,
-                    seed=settings.seed, show_progress=False, **episode_options)
+                    seed=settings.seed, show_progress=False, **{**episode_options, "logprob_temperatures": ()})
                 return float(sum(r.score for r in played) / len(played))
 
             curve = learning_curve_callback(settings.curve_every, score_subset, tracker)

@@ -20,7 +20,9 @@ distinct-n) shares one batching and token-accounting path; split, each metric wo
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,7 +47,9 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[list[int]], 
 
     Batched with left padding (position ids from the attention mask, as generation numbers them), so every
     continuation ends its row and only the last positions go through the output layer: with a 49k-token
-    vocabulary that layer, not the model, is most of the cost of scoring a short text.
+    vocabulary that layer, not the model, is most of the cost of scoring a short text. The tokens every prompt
+    starts with (a chat template's system turn: a quarter of a scored reply's tokens with SmolLM2) go through the
+    model once, their keys and values reused by every batch; the padding sits between them and each row's rest.
     """
     import torch
 
@@ -60,19 +64,33 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[list[int]], 
     model.eval()
     # Batches of similar lengths waste little on padding; the results go back in the order given.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(continuations[i]))
+    # The prefix every prompt shares, less each prompt's last token (its logits predict the continuation's first).
+    shared = len(os.path.commonprefix([list(p) for p in prompts])) if len(prompts) > 1 else 0
+    shared = min(shared, min(len(p) for p in prompts) - 1)
     scored: list[np.ndarray] = []
     try:
         with torch.no_grad():
+            prefix = None
+            if shared >= SHARED_PREFIX_MIN:
+                prefix = model(input_ids=torch.tensor([list(prompts[0][:shared])], device=device),
+                               use_cache=True, logits_to_keep=1).cache
             for start in range(0, len(order), batch_size):
-                pairs = [(prompts[i], continuations[i]) for i in order[start:start + batch_size]]
+                pairs = [(prompts[i][shared if prefix is not None else 0:], continuations[i])
+                         for i in order[start:start + batch_size]]
                 padded = left_pad(tokenizer, [list(p) + list(c) for p, c in pairs])
                 attention = padded["attention_mask"]
-                positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                inputs: dict[str, Any] = {}
+                if prefix is not None:
+                    cache = copy.deepcopy(prefix)
+                    cache.batch_repeat_interleave(len(pairs))
+                    attention = torch.cat([torch.ones(len(pairs), shared, dtype=attention.dtype), attention], dim=-1)
+                    inputs["cache"] = cache
+                positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, attention.shape[-1] - padded["input_ids"].shape[-1]:]
                 # Position k's logits predict token k + 1: a continuation of n tokens is predicted from the n
                 # positions before the row's last one.
                 keep = max(len(c) for _, c in pairs) + 1
                 logits = model(input_ids=padded["input_ids"].to(device), attention_mask=attention.to(device),
-                               position_ids=positions.to(device), logits_to_keep=keep).logits
+                               position_ids=positions.to(device), logits_to_keep=keep, **inputs).logits
                 for i, (_, continuation) in enumerate(pairs):
                     if not continuation:
                         scored.append(np.zeros((len(temperatures), 0)))
@@ -91,21 +109,36 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[list[int]], 
     return in_order
 
 
+SHARED_PREFIX_MIN = 4
+"""Fewer tokens shared by every prompt than this are scored with each row (a cache costs more than it saves)."""
+
+
 def text_ids(tokenizer: Any, text: str) -> list[int]:
     """A reply or writing sample as scored: its text as the tokenizer encodes it, no special tokens added."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _policy_logprobs(policy: Any, tokenizer: Any, items: list[tuple[str, list[dict[str, str]], list[int]]], *,
-                     batch_size: int, temperatures: Sequence[float]) -> list[np.ndarray]:
+                     batch_size: int, temperatures: Sequence[float], sampled: Sequence[Any] = ()) -> list[np.ndarray]:
     """``(user_id, messages, continuation ids)`` scored by the policy as it talks to that user: its system prompt
-    before the messages and that user's adapter active, as when it generated."""
+    before the messages and that user's adapter active, as when it generated.
+
+    ``sampled`` (one per item, or empty): a :class:`~agents.policy.SampledReply` the policy sampled that item's
+    continuation as, whose log-probabilities are taken as they are when its prompt and tokens are the ones to be
+    scored and it has every temperature asked for (what a forward pass here would give, up to float rounding);
+    the other items are scored.
+    """
     from agents.policy import chat_prompt_ids
 
-    by_adapter: dict[Any, list[int]] = {}
-    for i, (user_id, _, _) in enumerate(items):
-        by_adapter.setdefault(policy.adapter_for(user_id) if policy.adapter_for is not None else None, []).append(i)
     scored: list[np.ndarray] = [np.zeros((len(temperatures), 0))] * len(items)
+    by_adapter: dict[Any, list[int]] = {}
+    for i, (user_id, messages, ids) in enumerate(items):
+        reply = sampled[i] if sampled else None
+        if (reply is not None and all(t in reply.logprobs for t in temperatures) and reply.token_ids == tuple(ids)
+                and reply.prompt_ids == tuple(chat_prompt_ids(tokenizer, policy.conversation(user_id, messages)))):
+            scored[i] = np.stack([reply.logprobs[t] for t in temperatures])
+            continue
+        by_adapter.setdefault(policy.adapter_for(user_id) if policy.adapter_for is not None else None, []).append(i)
     for _, indices in sorted(by_adapter.items(), key=lambda item: str(item[0])):
         policy.activate(items[indices[0]][0])
         prompts = [chat_prompt_ids(tokenizer, policy.conversation(items[i][0], items[i][1])) for i in indices]
@@ -152,8 +185,15 @@ def overlap_scorers() -> tuple[Any, Any]:
     return BLEU(**BLEU_SETTINGS), CHRF()
 
 
+SCORING_BATCH_SIZE = 8
+"""Sequences a forward pass of :func:`score_texts` scores: on one core (the quickstart's trained SmolLM2, its 32
+held-out replies and the users' texts, two repeats while other work ran) 8 took 28-31 s, 16 30-33 s, 32 35-37 s,
+whatever the evaluation's generation batch size (``evaluation.batch_size``: sampling, unlike scoring, gains from
+larger batches). Scoring draws no random numbers, so the batch size changes no number beyond float rounding."""
+
+
 def score_texts(policy: Any, tokenizer: Any, results: list[EpisodeResult], population: Any, *,
-                base: Any = None, temperature: float = 1.0, batch_size: int = 8) -> None:
+                base: Any = None, temperature: float = 1.0, batch_size: int = SCORING_BATCH_SIZE) -> None:
     """Score the episodes' text with the models, in place: each :class:`EpisodeResult`'s ``reply_tokens``,
     ``reply_base_logprob``, ``reply_log_ratio``, ``user_text_nll`` and ``user_text_tokens``; and, with no model,
     ``reply_bleu`` and ``reply_chrf`` (:func:`sentence_overlap` against the user's writing samples).
@@ -174,14 +214,18 @@ def score_texts(policy: Any, tokenizer: Any, results: list[EpisodeResult], popul
     temperature = temperature if temperature > 0 else 1.0
     replies = [(r.user_id, context, text_ids(tokenizer, reply))
                for r in results for context, reply in zip(reply_contexts(r), r.replies)]
+    # How each reply was sampled (run_episodes' logprob_temperatures): the policy's own scores, already computed.
+    sampled = [reply for r in results for reply in (r.sampled or [None] * len(r.replies))]
     # Temperature 1 for the base's perplexity; the sampling temperature for the log-ratio.
     if base is None:
-        base_rows = _policy_logprobs(policy, tokenizer, replies, batch_size=batch_size, temperatures=(1.0,))
+        base_rows = _policy_logprobs(policy, tokenizer, replies, batch_size=batch_size, temperatures=(1.0,),
+                                     sampled=sampled)
         ratios = [0.0] * len(replies)
     else:
         from agents.policy import chat_prompt_ids
 
-        policy_rows = _policy_logprobs(policy, tokenizer, replies, batch_size=batch_size, temperatures=(temperature,))
+        policy_rows = _policy_logprobs(policy, tokenizer, replies, batch_size=batch_size, temperatures=(temperature,),
+                                       sampled=sampled)
         # Entered only now: disabling a LoRA policy's adapters must not touch the policy's own scores above.
         with base if hasattr(base, "__enter__") else contextlib.nullcontext(base) as base_lm:
             base_rows = continuation_logprobs(base_lm, tokenizer, [chat_prompt_ids(tokenizer, c) for _, c, _ in replies],
@@ -207,6 +251,7 @@ def score_texts(policy: Any, tokenizer: Any, results: list[EpisodeResult], popul
         r.user_text_nll, r.user_text_tokens = user_nll[r.user_id]
         if references[r.user_id]:
             r.reply_bleu, r.reply_chrf = sentence_overlap(r.replies, references[r.user_id])
+        r.sampled = None  # used: the arrays are not kept with the episodes
         k += n
 
 

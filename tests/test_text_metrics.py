@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from agents import TrainedPolicy
-from agents.policy import chat_prompt_ids, generate_replies, load_policy
+from agents.policy import SampledReply, chat_prompt_ids, generate_replies, load_policy
 from envs.population import UserPopulation
 from experiments import evaluate, metrics, stats, text_metrics
 from experiments.evaluate import EpisodeResult
@@ -268,3 +268,104 @@ def test_a_tiny_run_reports_the_text_metrics_and_keeps_every_other_number(tmp_pa
                   "perplexity of the users' own texts", "distinct-2 (unique bigrams / bigrams)",
                   "BLEU vs the user's own texts (sentence, 0-100)", "chrF vs the user's own texts (sentence, 0-100)"):
         assert f"| {label} |" in markdown
+
+
+def test_the_shared_prompt_prefix_is_scored_once_with_the_same_result(tiny, monkeypatch):
+    """continuation_logprobs runs the tokens every prompt starts with once, reusing their keys and values with
+    padding in between; the scores are those of scoring each row whole, and of one unbatched forward pass."""
+    model, tokenizer = tiny
+    requests = ["Hi.", "Please write a long note about the quarterly launch plan for my team.", "Draft an email."]
+    prompts = [chat_prompt_ids(tokenizer, [{"role": "user", "content": r}]) for r in requests]
+    continuations = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("Sure thing.", "Ok", "Dear team, here it is")]
+    shared = len(__import__("os").path.commonprefix(prompts))
+    assert shared >= text_metrics.SHARED_PREFIX_MIN  # the chat template's system turn: the cached path runs
+
+    calls = []
+    forward = type(model).forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", counting)
+    cached = text_metrics.continuation_logprobs(model, tokenizer, prompts, continuations, batch_size=2,
+                                                temperatures=(1.0, 0.7))
+    assert calls[0] == (1, shared) and all(shape[1] < shared + 30 for shape in calls[1:])  # no batch re-runs the prefix
+    monkeypatch.setattr(text_metrics, "SHARED_PREFIX_MIN", 10**6)
+    calls.clear()
+    whole = text_metrics.continuation_logprobs(model, tokenizer, prompts, continuations, batch_size=2,
+                                               temperatures=(1.0, 0.7))
+    assert len(calls) == 2 and all(shape[1] > shared for shape in calls)
+    for request, text, a, b in zip(requests, ("Sure thing.", "Ok", "Dear team, here it is"), cached, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        assert a[0].sum() == pytest.approx(direct_logprob(model, tokenizer, [{"role": "user", "content": request}], text)[0],
+                                           rel=1e-5)
+
+
+def test_replies_keep_the_log_probabilities_they_were_sampled_with(tiny):
+    """generate_replies with logprob_temperatures: the same replies as without, each carrying its tokens'
+    log-probabilities at every temperature asked for, equal to scoring the reply again."""
+    model, tokenizer = tiny
+    conversations = [[{"role": "user", "content": f"write about {t}"}] for t in ("cats", "dogs", "tea")]
+    plain = generate_replies(model, tokenizer, conversations, max_new_tokens=6, temperature=0.7, seed=3, batch_size=2)
+    sampled = generate_replies(model, tokenizer, conversations, max_new_tokens=6, temperature=0.7, seed=3, batch_size=2,
+                               logprob_temperatures=(1.0, 0.7))
+    assert sampled == plain and all(isinstance(r, SampledReply) for r in sampled)
+    for conversation, reply in zip(conversations, sampled):
+        assert reply.prompt_ids == tuple(chat_prompt_ids(tokenizer, conversation))
+        assert set(reply.logprobs) == {1.0, 0.7} and all(len(row) == len(reply.token_ids) for row in reply.logprobs.values())
+        rescored = text_metrics.continuation_logprobs(model, tokenizer, [list(reply.prompt_ids)], [list(reply.token_ids)],
+                                                      temperatures=(1.0, 0.7))[0]
+        np.testing.assert_allclose(np.stack([reply.logprobs[1.0], reply.logprobs[0.7]]), rescored, rtol=1e-4, atol=1e-4)
+        assert str(reply) == reply and type(str(reply)) is str
+
+
+def test_score_texts_takes_the_policys_scores_from_the_sampling(tiny, population, monkeypatch):
+    """Episodes played with logprob_temperatures are scored by the policy no more (only the base and the users'
+    texts are), with the numbers of scoring them again; the arrays are dropped once used, never written."""
+    model, tokenizer = tiny
+    from agents.rollouts import make_env
+
+    def env():
+        return make_env("attune/WritingAssistant-v1", population=population, split="held_out")
+
+    rows = evaluate.build_eval_set(env(), 6, seed=0)
+
+    def play(**kwargs):
+        return evaluate.run_episodes(model, tokenizer, env, rows, max_new_tokens=6, temperature=0.7, top_p=1.0,
+                                     batch_size=4, seed=0, show_progress=False, **kwargs)
+
+    recorded, plain = play(logprob_temperatures=(0.7, 1.0)), play()
+    assert [r.replies for r in recorded] == [r.replies for r in plain]
+    assert all(len(r.sampled) == len(r.replies) for r in recorded) and all(r.sampled is None for r in plain)
+    assert all(type(reply) is str for r in recorded for reply in r.replies)
+
+    scored_rows = []
+    original = text_metrics.continuation_logprobs
+
+    def counting(model_, tokenizer_, prompts, continuations, **kwargs):
+        scored_rows.append(len(prompts))
+        return original(model_, tokenizer_, prompts, continuations, **kwargs)
+
+    monkeypatch.setattr(text_metrics, "continuation_logprobs", counting)
+    base = copy.deepcopy(model)
+    text_metrics.score_texts(model, tokenizer, plain, population, base=base, temperature=0.7)
+    calls_plain = list(scored_rows)
+    scored_rows.clear()
+    replies = sum(len(r.replies) for r in recorded)
+    # A reply's recorded scores are used where its text encodes back to the tokens sampled (a random model's
+    # replies often do not: those are scored again).
+    reused = sum(tuple(text_metrics.text_ids(tokenizer, reply)) == sampled.token_ids
+                 for r in recorded for reply, sampled in zip(r.replies, r.sampled))
+    assert reused >= 1
+    text_metrics.score_texts(model, tokenizer, recorded, population, base=base, temperature=0.7)
+    assert calls_plain[0] == replies  # the policy's replies, then the base's scores of them, then the users' texts
+    if reused < replies:
+        assert scored_rows[0] == replies - reused and scored_rows[1:] == calls_plain[1:]
+    else:
+        assert scored_rows == calls_plain[1:]
+    for a, b in zip(recorded, plain):
+        assert a.reply_log_ratio == pytest.approx(b.reply_log_ratio, rel=1e-4, abs=1e-4)
+        assert a.reply_base_logprob == pytest.approx(b.reply_base_logprob, rel=1e-5)
+        assert a.sampled is None
+    assert "sampled" not in evaluate.episode_records(recorded)[0]
