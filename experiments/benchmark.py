@@ -49,11 +49,12 @@ def _trial_levels(row: dict[str, Any], bench: Benchmark) -> dict[str, str]:
 
 def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | None = None, address: str | None = None,
                   resume: bool = False, overrides: list[str] = (), console: Any = None,
-                  command: str = "") -> tuple[Path, dict[str, Any]]:
+                  command: str = "", partial: bool = False) -> tuple[Path, dict[str, Any]]:
     """Run every arm x factor level x seed as Ray Tune trials (one sweep per arm) and write the report.
 
     Returns the benchmark folder and the contents of ``benchmark.json``. Raises :class:`TrialsFailed`
-    (exit code 1) after writing the report when a trial failed.
+    (exit code 1) after writing the report when a trial failed. ``partial``: run nothing, report the trials of
+    the benchmark's folder that have finished (:func:`finished_trials`), the report marked partial.
     """
     from rich.console import Console
 
@@ -88,6 +89,15 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
     first = next(iter(configs.values()))
     check_tracking(first)
     folder = Path(first.tracking.runs_dir).resolve() / (first.tracking.name or f"benchmark-{bench.name}-{scale}")
+    if partial:
+        if not (folder / "arms").is_dir():
+            raise ConfigError(f"--partial: {folder} has no trials yet; start the benchmark without --partial "
+                              "(tracking.runs_dir and tracking.name must be those it was run with)")
+        trials = [t for arm in arms for t in finished_trials(folder / "arms" / arm.name, arm.name, bench)]
+        expected = len(arms) * len(seeds) * math.prod(len(names) for names in levels.values())
+        return _write_report(bench, folder, arms, levels, seeds, trials, scale=scale, command=command, model=first.policy.model,
+                             eval_conversations=first.evaluation.prompts, seconds=0.0, console=console,
+                             partial={"finished": len(trials), "expected": expected})
     if folder.exists() and any((folder / "arms").glob(f"*/{sweep.TUNE_DIR}")) and not resume:
         raise ConfigError(f"benchmark: {folder} exists; continue it with --resume, or set tracking.name=... to start another")
     folder.mkdir(parents=True, exist_ok=True)
@@ -139,25 +149,62 @@ def run_benchmark(bench: Benchmark, scale: str = "smoke", seeds: list[int] | Non
             import ray
 
             ray.shutdown()
+    folder, result = _write_report(bench, folder, arms, levels, seeds, trials, scale=scale, command=command,
+                                   model=first.policy.model, eval_conversations=first.evaluation.prompts,
+                                   seconds=time.perf_counter() - started, console=console)
+    failed = [t for t in trials if t["status"] != "done"]
+    if failed:
+        rows = [{"trial": t["trial"], "status": t["status"]} for t in trials]
+        raise sweep.TrialsFailed(folder, rows)
+    return folder, result
+
+
+def _write_report(bench: Benchmark, folder: Path, arms: list[Any], levels: dict[str, list[str]], seeds: list[int],
+                  trials: list[dict[str, Any]], *, scale: str, command: str, model: str, eval_conversations: int,
+                  seconds: float, console: Any, partial: dict[str, int] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Summarize the trials over seeds, check the claims, write benchmark.json, benchmark.md and the plot."""
     trials.sort(key=lambda t: ([a.name for a in bench.arms].index(t["arm"]), list(t["levels"].values()), t["seed"]))
     cells = aggregate(bench, trials, levels, [a.name for a in arms])
     claims = [evaluate_claim(c, cells, levels) for c in bench.claims]
     result = {
         "benchmark": bench.name, "title": bench.title, "scale": scale, "command": command, "seeds": seeds,
         "levels": levels, "arms": [a.model_dump() for a in arms], "metrics": bench.metrics,
-        "model": first.policy.model, "seconds": time.perf_counter() - started,
-        "eval_conversations": first.evaluation.prompts, "sources": bench.sources,
-        "cells": cells, "claims": claims, "trials": trials,
+        "model": model, "seconds": seconds, "eval_conversations": eval_conversations, "sources": bench.sources,
+        "cells": cells, "claims": claims, "trials": trials, **({"partial": partial} if partial else {}),
     }
     (folder / "benchmark.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     plot_benchmark(folder, bench, cells, levels)
     (folder / "benchmark.md").write_text(render_markdown(bench, result))
     print_summary(console, result, folder)
-    failed = [t for t in trials if t["status"] != "done"]
-    if failed:
-        rows = [{"trial": t["trial"], "status": t["status"]} for t in trials]
-        raise sweep.TrialsFailed(folder, rows)
     return folder, result
+
+
+def finished_trials(arm_folder: Path, arm: str, bench: Benchmark) -> list[dict[str, Any]]:
+    """The arm's trials that have finished, read from their run folders (``trials/*/eval.json``), with the factor
+    levels and seed their ``config.yaml`` holds: what a partial report summarizes while the benchmark runs on."""
+    import yaml
+
+    trials = []
+    for eval_json in sorted((arm_folder / "trials").glob("*/eval.json")):
+        run_dir = eval_json.parent
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        values = {key: _dotted(config, key) for key in [f.key for f in bench.factors.values()] + [bench.seed_key]}
+        trials.append({"arm": arm, "levels": _trial_levels(values, bench), "seed": values[bench.seed_key],
+                       "status": "done", "trial": run_dir.name, "run_dir": str(run_dir),
+                       "metrics": trial_metrics(run_dir, bench.metrics)})
+    return trials
+
+
+def _dotted(data: Any, key: str) -> Any:
+    """``users.groups.0.share`` in a config's nested dicts and lists (None where it is absent)."""
+    for part in key.split("."):
+        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return None
+    return data
 
 
 def _finished_arm_rows(arm_folder: Path) -> list[dict[str, Any]] | None:
@@ -187,17 +234,21 @@ def command_line(name: str, scale: str, seeds: int | None, overrides: list[str])
     return " ".join(parts)
 
 
-def main(name: str, overrides: list[str], scale: str, seeds: int | None, address: str | None, resume: bool) -> None:
+def main(name: str, overrides: list[str], scale: str, seeds: int | None, address: str | None, resume: bool,
+         partial: bool = False) -> None:
     """What ``attune benchmark`` runs (errors are raised; the CLI turns them into one line)."""
     from rich.console import Console
 
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds: give a number of seeds >= 1, got {seeds}")
+    if partial and (resume or address):
+        raise ConfigError("--partial runs nothing: drop --resume and --address (run with --resume to finish the trials)")
     bench = load_benchmark(name)
     for item in overrides:
         parse_override(item)  # a malformed key=value is a config error before anything runs
     run_benchmark(bench, scale=scale, seeds=list(range(seeds)) if seeds else None, address=address, resume=resume,
-                  overrides=list(overrides), console=Console(), command=command_line(name, scale, seeds, overrides))
+                  overrides=list(overrides), console=Console(), command=command_line(name, scale, seeds, overrides),
+                  partial=partial)
 
 
 __all__ = ["main", "run_benchmark"]

@@ -130,7 +130,7 @@ def evaluate_claim(claim: Claim, cells: list[dict[str, Any]], levels: dict[str, 
             right, right_text = float(claim.value), f"{claim.value:g}"
         per_combo.append((combo, left, right, left_text, right_text))
     if any(math.isnan(left) or math.isnan(right) for _, left, right, _, _ in per_combo):
-        return {**result, "status": "not evaluated", "numbers": "some values are missing (failed trials, or a group with "
+        return {**result, "status": "not evaluated", "numbers": "some values are missing (unfinished or failed trials, or a group with "
                 "no held-out conversations)"}
     op = OPS[claim.op]
     if claim.at == "mean":
@@ -201,9 +201,17 @@ def render_markdown(bench: Benchmark, result: dict[str, Any]) -> str:
         lines += [bench.title, ""]
     if result["command"]:
         lines += ["Rerun with:", "", f"    {result['command']}", ""]
+    partial = result.get("partial")
+    if partial:
+        lines += [f"**Partial report**: {partial['finished']} of {partial['expected']} trials have finished (`--partial`: "
+                  "the benchmark is still running or was stopped; the command above with `--resume` runs the rest). "
+                  "A cell's n counts its finished seeds; a claim whose cells have none is not evaluated.", ""]
+        trial_line = f"{partial['finished']} finished trials of"
+    else:
+        trial_line = (f"{len(result['trials'])} trials ({len(done)} finished; this invocation took {result['seconds']:.0f} s, "
+                      "trials a resumed benchmark had finished before not counted):")
     lines += [
-        f"Policy model `{result['model']}`; {len(result['trials'])} trials ({len(done)} finished; this invocation "
-        f"took {result['seconds']:.0f} s, trials a resumed benchmark had finished before not counted): "
+        f"Policy model `{result['model']}`; {trial_line} "
         + " x ".join([f"arms {', '.join(a.name for a in arms)}",
                       *(f"{bench.factors[f].label or f} {{{', '.join(names)}}}" for f, names in levels.items()),
                       f"seeds {result['seeds']}"]) + ".", "",
@@ -281,6 +289,8 @@ def plot_benchmark(folder: Path, bench: Benchmark, cells: list[dict[str, Any]], 
 
 def print_summary(console: Any, result: dict[str, Any], folder: Path) -> None:
     table = claims_table(result["claims"], markdown=False)
-    table.title = f"benchmark {result['benchmark']} ({result['scale']}): shape claims"
+    partial = result.get("partial")
+    table.title = (f"benchmark {result['benchmark']} ({result['scale']}): shape claims"
+                   + (f", partial: {partial['finished']} of {partial['expected']} trials" if partial else ""))
     console.print(table.to_rich())
     console.print(f"benchmark: [cyan]{folder / 'benchmark.md'}[/]")

@@ -196,11 +196,13 @@ def benchmark_command(
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS",
                                           help="an existing Ray cluster (ray://host:10001 or host:6379); default: local Ray"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed benchmark, keeping its finished trials"),
+    partial: bool = typer.Option(False, "--partial", help="run nothing: report the trials finished so far (a long "
+                                 "or killed benchmark), marked partial; --resume finishes it"),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     from experiments.benchmark import main as benchmark_main
 
-    _guarded_call(lambda: benchmark_main(benchmark, overrides or [], scale, seeds, address, resume),
+    _guarded_call(lambda: benchmark_main(benchmark, overrides or [], scale, seeds, address, resume, partial),
                   debug or bool(ctx.meta.get("attune.debug")))
 
 

@@ -305,3 +305,47 @@ def test_killed_benchmark_resumes_running_every_trial_exactly_once(attune_cli, t
     text = (folder / "benchmark.md").read_text()
     assert "4 trials (4 finished; " in text and ": arms stated, plain x seeds [0, 1]." in text  # no factors here
     assert f"| stating the preferences wins more often | **{claim['status']}** |" in text
+
+
+def test_a_partial_report_summarizes_the_finished_trials_and_runs_nothing(tmp_path):
+    """--partial on a benchmark with 3 of its 4 trials finished (hand-made run folders, one half-written):
+    benchmark.md says so, the cells count their finished seeds, the claim is evaluated on them; no Ray, no run."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    spec = tmp_path / "resume.yaml"
+    spec.write_text(RESUME_BENCHMARK)
+    folder = tmp_path / "runs" / "benchmark-resume-smoke"
+    finished = {("stated", 0): 0.7, ("stated", 1): 0.5, ("plain", 0): 0.4}
+    for (arm, seed), win_rate in finished.items():
+        run = folder / "arms" / arm / "trials" / f"_trainable_{arm}_{seed}"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "users": {"n_users": 20, "seed": seed}}))
+        (run / "eval.json").write_text(json.dumps({"after": {"mean_utility": -win_rate},
+                                                   "comparison": {"win_rate": win_rate}}))
+    unfinished = folder / "arms" / "plain" / "trials" / "_trainable_plain_1"  # killed before its evaluation
+    unfinished.mkdir(parents=True)
+    (unfinished / "config.yaml").write_text(yaml.safe_dump({"users": {"seed": 1}}))
+
+    args = ["benchmark", str(spec), "--scale", "smoke", "--partial", f"tracking.runs_dir={tmp_path / 'runs'}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((folder / "benchmark.json").read_text())
+    assert data["partial"] == {"finished": 3, "expected": 4}
+    assert sorted((t["arm"], t["seed"]) for t in data["trials"]) == sorted(finished)
+    stated = next(c for c in data["cells"] if c["arm"] == "stated" and c["metric"] == "win_rate")
+    assert stated["n"] == 2 and stated["mean"] == pytest.approx(0.6) and stated["seeds"] == [0, 1]
+    claim = data["claims"][0]
+    assert claim["status"] == "held" and "0.6" in claim["numbers"] and "0.4" in claim["numbers"]
+    text = (folder / "benchmark.md").read_text()
+    assert "**Partial report**: 3 of 4 trials have finished" in text
+    assert "attune benchmark" in text and "--partial" not in text.split("Rerun with:")[1].splitlines()[2]
+    assert not (folder / "arms" / "stated" / "tune").exists()  # nothing ran
+
+    refused = CliRunner().invoke(app, args + ["--resume"])
+    assert refused.exit_code == 2 and "--partial runs nothing" in " ".join(refused.output.split())
+    empty = CliRunner().invoke(app, ["benchmark", str(spec), "--scale", "smoke", "--partial",
+                                     f"tracking.runs_dir={tmp_path / 'elsewhere'}"])
+    assert empty.exit_code == 2 and "has no trials yet" in " ".join(empty.output.split())
