@@ -3,8 +3,9 @@
 A run scores the untrained policy on held-out users before training (``eval_before.json``: the episodes
 and the seed-to-seed means). That work depends only on the model's files, the env and user settings,
 the evaluation settings, torch's thread count, and the code that plays and scores episodes, so the
-cache key is a hash of exactly those (the model by content, the code by the source of ``envs/`` and of
-the modules that generate and score). Any change to one of them is a different key, never a stale hit.
+cache key is a hash of exactly those (the model by content, the code by the syntax of ``envs/`` and of
+the modules that generate and score, docstrings and comments left out). Any change to one of them is a
+different key, never a stale hit.
 Entries live in ``<attune cache>/evaluations/<key>.json`` (see :func:`agents.policy.cache_dir`);
 ``evaluation.cache: false`` turns the cache off for a run; deleting the folder clears it.
 """
@@ -34,6 +35,30 @@ def _digest_files(paths: list[Path], root: Path | None = None) -> str:
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+    return digest.hexdigest()
+
+
+def _code_digest(paths: list[Path]) -> str:
+    """A hash of what the Python files do: their syntax trees without docstrings (comments and layout are not in
+    the tree), so editing documentation keeps the cached evaluations; a file that does not parse, by its bytes."""
+    import ast
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        source = path.read_bytes()
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            digest.update(source)
+            continue
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(ast.dump(tree).encode())
     return digest.hexdigest()
 
 
@@ -69,7 +94,7 @@ def cache_key(config: Any) -> str:
         "users": config.users.model_dump(mode="json"),
         "evaluation": config.evaluation.model_dump(mode="json", include=set(_EVALUATION_FIELDS)),
         "threads": config.threads,
-        "code": _digest_files(code),
+        "code": _code_digest(code),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
 

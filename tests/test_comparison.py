@@ -132,6 +132,25 @@ def test_seeds_and_a_curve_through_the_cli(attune_cli, tmp_path):
     assert "2 training seeds per variant" in (parent / "comparison.md").read_text()
 
 
+def test_the_cache_keys_code_by_what_it_does_not_by_its_documentation(tmp_path):
+    """Editing a docstring or a comment of the code the base evaluation depends on keeps its cache key; changing
+    a statement, or a string that is not a docstring, makes a new one."""
+    from experiments.eval_cache import _code_digest
+
+    def digest(source: str) -> str:
+        path = tmp_path / "module.py"
+        path.write_text(source)
+        return _code_digest([path])
+
+    original = digest('"""Module."""\n\ndef f(x):\n    """Twice x."""\n    return 2 * x  # doubled\n\nclass C:\n    """A class."""\n')
+    assert digest('"""The module, reworded."""\n\ndef f(x):\n    """x, two times."""\n\n    return 2 * x\n\n'
+                  'class C:\n    """Another."""\n') == original
+    assert digest('"""Module."""\n\ndef f(x):\n    """Twice x."""\n    return 3 * x\n\nclass C:\n    """A class."""\n') != original
+    assert digest('"""Module."""\n\ndef f(x):\n    """Twice x."""\n    return "2" * x\n\nclass C:\n    """A class."""\n') != original
+    assert digest('"""Module."""\n\ndef f(x):\n    return 2 * x\n\nclass C:\n    pass\n') == original  # no docstring = empty
+    assert digest("def broken(:\n") != digest("def broken(:\n  # other\n")  # unparsable: by its bytes
+
+
 def test_the_base_evaluation_is_paid_once_and_keyed_by_what_it_depends_on(attune_cli, tmp_path):
     cache = tmp_path / "cache"
     env = {**__import__("os").environ, "ATTUNE_CACHE_DIR": str(cache)}
