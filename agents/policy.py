@@ -284,7 +284,9 @@ def sample_scored_continuations(
     The log-probabilities come with the sampling, from the logits ``generate`` computed anyway (what scoring the
     replies again with a forward pass would give, up to float rounding): the evaluation's text metrics need the
     policy's log-probability of its own replies, which would otherwise cost a third of their time. The tokens
-    sampled are the same whether or not they are asked for.
+    sampled are the same whether or not they are asked for. ``generate`` keeps every step's logits until the
+    batch ends; a batch whose logits would pass :data:`LOGITS_BUDGET` bytes records none (None in place of its
+    arrays: the caller scores those replies itself).
     """
     import numpy as np
     import torch
@@ -306,6 +308,8 @@ def sample_scored_continuations(
                 sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
             else:
                 sampling = {"do_sample": False}
+            vocabulary = getattr(getattr(model, "config", None), "vocab_size", None) or 0
+            record = bool(logprob_temperatures) and len(batch) * max_new_tokens * vocabulary * 4 <= LOGITS_BUDGET
             # Each batch samples on its own stream of ``seed``; the global torch RNG is left as it was.
             stream = torch_seeded(derive_seed(seed, "batch", start)) if seed is not None else contextlib.nullcontext()
             with stream, torch.no_grad():
@@ -316,7 +320,7 @@ def sample_scored_continuations(
                     pad_token_id=pad_id,
                     eos_token_id=sorted(eos_ids),
                     return_dict_in_generate=True,
-                    output_logits=bool(logprob_temperatures),
+                    output_logits=record,
                     **sampling,
                 )
             rows = output.sequences[:, width:]
@@ -327,7 +331,9 @@ def sample_scored_continuations(
                     if token in eos_ids:
                         break
                 continuations.append(ids)
-                if logprob_temperatures:
+                if logprob_temperatures and not record:
+                    logprobs.append(None)
+                elif logprob_temperatures:
                     # output.logits[k]: the raw logits (before temperature and top-p) the k-th new token was
                     # sampled from, one row per sequence of the batch.
                     steps = torch.stack([output.logits[k][i] for k in range(len(ids))]).float() if ids else None
@@ -342,6 +348,11 @@ def sample_scored_continuations(
     finally:
         model.train(was_training)
     return continuations, logprobs
+
+
+LOGITS_BUDGET = 1 << 30
+"""Bytes of logits a batch may keep to record its log-probabilities (:func:`sample_scored_continuations`): 1 GiB,
+e.g. 16 replies of 256 tokens over SmolLM2's 49k-token vocabulary take 0.8 GiB."""
 
 
 class SampledReply(str):
@@ -375,6 +386,9 @@ def generate_replies(
     eos_ids = end_of_turn_ids(tokenizer)
     replies: list[str] = []
     for prompt, ids, rows, text in zip(prompt_ids, continuations, logprobs, texts):
+        if rows is None:  # over LOGITS_BUDGET: not recorded
+            replies.append(text)
+            continue
         kept = len(ids) - 1 if ids and ids[-1] in eos_ids else len(ids)
         reply = SampledReply(text)
         reply.prompt_ids, reply.token_ids = tuple(prompt), tuple(ids[:kept])

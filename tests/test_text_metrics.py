@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import agents.policy
 from agents import TrainedPolicy
 from agents.policy import SampledReply, chat_prompt_ids, generate_replies, load_policy
 from envs.population import UserPopulation
@@ -302,7 +303,7 @@ def test_the_shared_prompt_prefix_is_scored_once_with_the_same_result(tiny, monk
                                            rel=1e-5)
 
 
-def test_replies_keep_the_log_probabilities_they_were_sampled_with(tiny):
+def test_replies_keep_the_log_probabilities_they_were_sampled_with(tiny, monkeypatch):
     """generate_replies with logprob_temperatures: the same replies as without, each carrying its tokens'
     log-probabilities at every temperature asked for, equal to scoring the reply again."""
     model, tokenizer = tiny
@@ -318,6 +319,11 @@ def test_replies_keep_the_log_probabilities_they_were_sampled_with(tiny):
                                                       temperatures=(1.0, 0.7))[0]
         np.testing.assert_allclose(np.stack([reply.logprobs[1.0], reply.logprobs[0.7]]), rescored, rtol=1e-4, atol=1e-4)
         assert str(reply) == reply and type(str(reply)) is str
+    # A batch whose logits would not fit the budget records nothing: plain replies, the same ones.
+    monkeypatch.setattr(agents.policy, "LOGITS_BUDGET", 2 * 6 * model.config.vocab_size * 4 - 1)
+    over = generate_replies(model, tokenizer, conversations, max_new_tokens=6, temperature=0.7, seed=3, batch_size=2,
+                            logprob_temperatures=(1.0, 0.7))
+    assert over == plain and [type(r) for r in over] == [str, str, SampledReply]  # the last batch holds one reply
 
 
 def test_score_texts_takes_the_policys_scores_from_the_sampling(tiny, population, monkeypatch):
