@@ -241,27 +241,15 @@ def end_of_turn_ids(tokenizer: Any) -> set[int]:
     return {i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id}
 
 
-def sample_continuations(
-    model: Any,
-    tokenizer: Any,
-    prompt_ids: list[list[int]],
-    *,
-    max_new_tokens: int,
-    temperature: float = 0.7,
-    top_p: float = 1.0,
-    batch_size: int = 8,
-    seed: int | None = None,
-    progress: Any = None,
-) -> list[list[int]]:
+def sample_continuations(model: Any, tokenizer: Any, prompt_ids: list[list[int]], **sampling: Any) -> list[list[int]]:
     """Sample one continuation per prompt (token ids in, token ids out), batched with left padding.
 
     A continuation ends at (and includes) the end-of-turn token when the model produced one. ``seed``
     makes sampling reproducible batch by batch, so two policies are compared on the same random stream.
-    ``temperature=0`` decodes greedily.
+    ``temperature=0`` decodes greedily. The options (``max_new_tokens``, ``temperature``, ``top_p``,
+    ``batch_size``, ``seed``, ``progress``) are :func:`sample_scored_continuations`'s.
     """
-    return sample_scored_continuations(model, tokenizer, prompt_ids, max_new_tokens=max_new_tokens,
-                                       temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed,
-                                       progress=progress)[0]
+    return sample_scored_continuations(model, tokenizer, prompt_ids, **sampling)[0]
 
 
 def sample_scored_continuations(
@@ -277,7 +265,7 @@ def sample_scored_continuations(
     progress: Any = None,
     logprob_temperatures: tuple[float, ...] = (),
 ) -> tuple[list[list[int]], list[Any]]:
-    """:func:`sample_continuations`, and each continuation token's log-probability under the sampling model at
+    """:func:`sample_continuations` (its options are these), and each continuation token's log-probability under the sampling model at
     each of ``logprob_temperatures`` (``log_softmax(logits / t)`` of the logits it was sampled from): one
     ``(len(logprob_temperatures), len(continuation))`` array per continuation (none without temperatures).
 
